@@ -1,0 +1,89 @@
+"""Helpers shared by the CLI modules: durations, passphrases, JSON output, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from pinserver.documents import parse_timestamp
+from pinserver.errors import FormatError, PinserverError
+
+_DURATION_RE = re.compile(r"\A(\d+)([dhm])\Z")
+
+# What to do next, by error code: the second half of every CLI failure message.
+HINTS: dict[str, str] = {
+    "signature_threshold": "collect more signatures with `pinserver sign` or check --root",
+    "version_conflict": "rebuild it on the latest version (`manifest new --server`)",
+    "expired": "make a new manifest with a fresh window (`pinserver renew`)",
+    "root_expired": "the root holders must sign a new root (`pinserver root new`, `sign`)",
+    "key_file": "check the path and passphrase (--passphrase-env VAR)",
+    "lint_failed": "fix the findings, or pass --force --reason TEXT to publish anyway",
+    "fetch_failed": "check --server and that the service is reachable",
+    "invalid_envelope": "the file is not a DSSE envelope; was it written by pinserver?",
+    "backup_pin_required": "add a backup pin: the hash of a key you hold in reserve",
+}
+
+
+@dataclass
+class CliState:
+    verbose: bool = False
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h`` or ``45m``."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a duration like 30d, 12h or 45m")
+    amount, unit = int(match.group(1)), match.group(2)
+    return {
+        "d": timedelta(days=amount),
+        "h": timedelta(hours=amount),
+        "m": timedelta(minutes=amount),
+    }[unit]
+
+
+def parse_expiry(text: str, *, now: datetime) -> datetime:
+    """A duration from ``now`` (``365d``) or an RFC 3339 UTC timestamp."""
+    if _DURATION_RE.match(text.strip()):
+        return now + parse_duration(text)
+    try:
+        return parse_timestamp(text, field="expires")
+    except FormatError as e:
+        raise click.BadParameter(f"{text!r}: use a duration (365d) or 2027-01-01T00:00:00Z") from e
+
+
+def read_passphrase(env_var: str | None, *, prompt: str, confirm: bool = False) -> bytes:
+    """From the named environment variable, else an interactive prompt."""
+    if env_var:
+        value = os.environ.get(env_var)
+        if value is None:
+            raise click.UsageError(f"environment variable {env_var} is not set")
+        return value.encode("utf-8")
+    value = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
+    return str(value).encode("utf-8")
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def report_error(error: PinserverError, *, verbose: bool) -> None:
+    """What was wrong, and what to do about it."""
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    click.echo(f"error [{error.code}]: {error.message}", err=True)
+    hint = HINTS.get(error.code)
+    if hint:
+        click.echo(f"  what to do: {hint}", err=True)
