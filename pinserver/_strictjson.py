@@ -4,6 +4,7 @@ infinities, bounded nesting, an object at top level."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from pinserver.errors import FormatError
@@ -22,6 +23,30 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
             raise FormatError(f"duplicate key {key!r}", field="json")
         obj[key] = value
     return obj
+
+
+def _finite_float(text: str) -> float:
+    """Numbers like 1e400 overflow to infinity without passing through parse_constant."""
+    value = float(text)
+    if math.isinf(value) or math.isnan(value):
+        raise FormatError(f"number {text} is out of range", field="json")
+    return value
+
+
+def _check_strings(value: Any) -> None:
+    """Reject lone surrogates (\\ud800 escapes): not Unicode, and not encodable as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise FormatError("string holds a lone surrogate escape", field="json") from e
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_strings(item)
 
 
 def _depth_ok(text: str) -> bool:
@@ -59,7 +84,13 @@ def loads_object(data: bytes, *, what: str) -> dict[str, Any]:
     if not _depth_ok(text):
         raise FormatError(f"{what} nests deeper than {MAX_DEPTH} levels", field=what)
     try:
-        value = json.loads(text, object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_object,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
+        _check_strings(value)
     except FormatError as e:
         raise FormatError(e.message, field=what) from e
     except (ValueError, RecursionError) as e:

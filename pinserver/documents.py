@@ -30,7 +30,8 @@ MAX_NOTE_CHARS = 1024
 MAX_URI_CHARS = 2048
 ROLE_NAMES = ("root", "publisher")
 
-_TIMESTAMP_RE = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+# re.ASCII: without it \d also matches non-ASCII digits such as "٢٠٢٦".
+_TIMESTAMP_RE = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z", re.ASCII)
 _LABEL_RE = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _HEX64_RE = re.compile(r"\A[0-9a-f]{64}\Z")
 
@@ -111,7 +112,9 @@ def _fields(
 def _header(obj: Mapping[str, Any], expected_type: str) -> None:
     if obj["type"] != expected_type:
         raise FormatError(f"must be {expected_type!r}", field="type")
-    if isinstance(obj["spec_version"], bool) or obj["spec_version"] != SPEC_VERSION:
+    spec_version = obj["spec_version"]
+    # type(...) is int: rejects true (a bool) and 1.0 (a float), which both == 1.
+    if type(spec_version) is not int or spec_version != SPEC_VERSION:
         raise FormatError(f"must be {SPEC_VERSION}", field="spec_version")
 
 

@@ -120,8 +120,10 @@ class FetchError(PinserverError):
     code = "fetch_failed"
     status = 502
 
-    def __init__(self, message: str, *, http_status: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, http_status: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
         self.http_status = http_status
 
 

@@ -12,9 +12,11 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from pinserver.documents import PinSet
@@ -76,7 +78,18 @@ class ChainCert:
 
 
 def _key_type(public_key: PublicKeyTypes) -> str:
-    name = type(public_key).__name__.removeprefix("_").replace("PublicKey", "")
+    """``RSA-2048``, ``EC-256``, ``Ed25519``...: by isinstance, not by class name, which
+    differs between cryptography's backends and releases."""
+    kinds: tuple[tuple[type[Any], str], ...] = (
+        (rsa.RSAPublicKey, "RSA"),
+        (ec.EllipticCurvePublicKey, "EC"),
+        (dsa.DSAPublicKey, "DSA"),
+        (ed25519.Ed25519PublicKey, "Ed25519"),
+        (ed448.Ed448PublicKey, "Ed448"),
+    )
+    name = next((n for cls, n in kinds if isinstance(public_key, cls)), None)
+    if name is None:
+        name = type(public_key).__name__.removeprefix("_").replace("PublicKey", "")
     size = getattr(public_key, "key_size", None)
     return f"{name}-{size}" if size else name
 

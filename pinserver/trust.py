@@ -293,6 +293,37 @@ def verify_publication(
     return verified
 
 
+def verify_history_entry(
+    verified: VerifiedManifest, *, version: int, previous: ManifestFloor | None
+) -> None:
+    """An auditor's check of one published manifest, long after the fact, once its
+    signatures have met the publisher threshold of the root it was published under
+    (``verify_manifest_signatures``): it is the version it is listed as, names that root,
+    and chains to the payload of ``version - 1`` (``previous``; None for version 1).
+    No clock: history is expected to have expired."""
+    if version > 1 and (previous is None or previous.version != version - 1):
+        raise ValueError("previous must be the manifest state of version - 1")
+    manifest = verified.manifest
+    if manifest.version != version:
+        raise VerificationError(
+            f"the envelope listed as version {version} holds manifest version {manifest.version}",
+            code="version_mismatch",
+        )
+    if manifest.root_version != verified.under_root:
+        raise VerificationError(
+            f"manifest {version} names root {manifest.root_version}, but was listed as"
+            f" published under root {verified.under_root}",
+            code="root_version_mismatch",
+        )
+    expected_previous = previous.payload_sha256 if previous else None
+    if manifest.previous != expected_previous:
+        raise ForkError(
+            f"manifest {version} does not chain to manifest {version - 1}: previous is"
+            f" {manifest.previous}, but the payload hash of {version - 1} is"
+            f" {expected_previous}"
+        )
+
+
 def advance_time_floor(
     floor: datetime | None, accepted: Manifest, reference_time: datetime, skew: timedelta
 ) -> datetime:

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: the one place that turns a ``PinserverError`` into an exit code."""
     verbose = "--verbose" in (argv or sys.argv) or "-v" in (argv or sys.argv)
     try:
-        cli.main(args=argv, prog_name="pinserver", standalone_mode=False)
+        # Non-standalone click returns ctx.exit(N)'s code instead of raising it.
+        result = cli.main(args=argv, prog_name="pinserver", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
@@ -67,4 +68,4 @@ def main(argv: list[str] | None = None) -> None:
     except PinserverError as e:
         report_error(e, verbose=verbose)
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pinserver.errors import StoreError
 from pinserver.trust import VerifiedManifest, VerifiedRoot
+
+
+class NotInitialisedError(StoreError):
+    """The store has no root 1 yet: run ``pinserver init --root ROOT --data DIR``."""
+
+    code = "not_initialised"
+    status = 503
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,12 @@ class Store(Protocol):
 
     def roots(self) -> list[StoredRoot]: ...
 
-    def rotate_root(self, verify: RootVerifier, *, now: datetime) -> StoredRoot: ...
+    def rotate_root(
+        self, verify: RootVerifier, *, now: datetime, source: str | None = None
+    ) -> StoredRoot:
+        """Append root N+1 if ``verify(current)`` passes, inside the write transaction;
+        ``source`` (the publisher's address) is recorded with it."""
+        ...
 
     def latest_manifest(self) -> StoredManifest | None: ...
 
@@ -96,3 +109,8 @@ class Store(Protocol):
     def add_report(self, *, client_address: str, body: bytes, now: datetime) -> int: ...
 
     def reports(self, *, after: int = 0, limit: int = 100) -> list[StoredReport]: ...
+
+    def check_integrity(self) -> None:
+        """Raise ``StoreError`` (code ``store_corrupt``) if the store is damaged: the
+        backend's own check, contiguous versions, and every stored payload re-hashed."""
+        ...

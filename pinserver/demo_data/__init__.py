@@ -1,0 +1,1 @@
+"""Demo-only keys and documents for ``pinserver demo`` (public, worthless)."""

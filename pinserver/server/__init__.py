@@ -1,0 +1,107 @@
+"""The pin server: a Flask application that stores and serves signed documents.
+
+It holds no private key. ``create_app(config)`` builds the application; gunicorn
+loads :mod:`pinserver.server.wsgi`. Settings (config keys, or the environment):
+
+========================  ==============================  ==============================
+key                       environment                     default
+========================  ==============================  ==============================
+``DATA_DIR``              ``PINSERVER_DATA``              ``./pinserver-data``
+``DATABASE_URL``          ``PINSERVER_DATABASE_URL``      none (SQLite in ``DATA_DIR``)
+``PUBLISH_TOKEN``         ``PINSERVER_PUBLISH_TOKEN``     none (signatures alone suffice)
+``ADMIN_TOKEN``           ``PINSERVER_ADMIN_TOKEN``       none (``GET /v1/reports`` off)
+``TRUSTED_PROXIES``       ``PINSERVER_TRUSTED_PROXIES``   0 (use the socket's address)
+``HEAD_CHECK_INTERVAL``   ``PINSERVER_HEAD_CHECK``        1.0 s (hot path staleness bound)
+``REPORT_BURST``          ``PINSERVER_REPORT_BURST``      10 reports
+``REPORT_PER_HOUR``       ``PINSERVER_REPORT_PER_HOUR``   60 reports
+``CHECK_INTEGRITY``                                       True (gunicorn's master does it)
+``STORE``                                                 an open Store to use instead
+========================  ==============================  ==============================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from pinserver.envelope import MAX_ENVELOPE_BYTES
+from pinserver.server.hotpath import GENERATION_FILE, HotPathMiddleware, ManifestCache
+from pinserver.server.metrics import Metrics
+from pinserver.server.reports import RateLimiter
+from pinserver.server.state import ServerState
+from pinserver.store import DEFAULT_DATA_DIR, open_store
+
+
+def _env_settings() -> dict[str, Any]:
+    env = os.environ
+    return {
+        "DATA_DIR": env.get("PINSERVER_DATA") or DEFAULT_DATA_DIR,
+        "DATABASE_URL": env.get("PINSERVER_DATABASE_URL") or None,
+        "PUBLISH_TOKEN": env.get("PINSERVER_PUBLISH_TOKEN") or None,
+        "ADMIN_TOKEN": env.get("PINSERVER_ADMIN_TOKEN") or None,
+        "TRUSTED_PROXIES": int(env.get("PINSERVER_TRUSTED_PROXIES") or 0),
+        "HEAD_CHECK_INTERVAL": float(env.get("PINSERVER_HEAD_CHECK") or 1.0),
+        "REPORT_BURST": int(env.get("PINSERVER_REPORT_BURST") or 10),
+        "REPORT_PER_HOUR": float(env.get("PINSERVER_REPORT_PER_HOUR") or 60),
+        "CHECK_INTEGRITY": True,
+        "STORE": None,
+    }
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the service; ``config`` overrides the environment (tests pass a dict)."""
+    from pinserver.server.api import bp  # noqa: PLC0415
+    from pinserver.server.audit import bp as audit_bp  # noqa: PLC0415
+    from pinserver.server.errors import register_error_handlers  # noqa: PLC0415
+
+    app = Flask(__name__)
+    app.config.from_mapping(_env_settings())
+    if config:
+        app.config.from_mapping(config)
+    # Werkzeug refuses larger bodies with 413 before a view reads them.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_ENVELOPE_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    data_dir = Path(app.config["DATA_DIR"])
+    store = app.config["STORE"] or open_store(data_dir, app.config["DATABASE_URL"])
+    if app.config["CHECK_INTEGRITY"]:
+        store.check_integrity()
+    generation = data_dir / GENERATION_FILE if not app.config["DATABASE_URL"] else None
+    if generation is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = Metrics(data_dir / "metrics" if data_dir.is_dir() else None)
+    cache = ManifestCache(
+        store, generation_file=generation, check_interval=app.config["HEAD_CHECK_INTERVAL"]
+    )
+    state = ServerState(
+        store=store,
+        cache=cache,
+        metrics=metrics,
+        report_limiter=RateLimiter(
+            burst=app.config["REPORT_BURST"], per_hour=app.config["REPORT_PER_HOUR"]
+        ),
+        publish_token=app.config["PUBLISH_TOKEN"],
+        admin_token=app.config["ADMIN_TOKEN"],
+    )
+    app.extensions["pinserver"] = state
+
+    app.register_blueprint(bp)
+    app.register_blueprint(audit_bp)  # the read-only HTML auditor view, /audit
+    register_error_handlers(app, on_error=metrics.rejection)
+
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: PLC0415
+
+        n = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    app.wsgi_app = HotPathMiddleware(  # type: ignore[method-assign]
+        app.wsgi_app, cache, on_poll=metrics.poll
+    )
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,7 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+from tests.support.postgres_fixtures import postgres_server, postgres_url
+
+__all__ = ["postgres_server", "postgres_url"]

@@ -1,0 +1,162 @@
+"""``pinserver export``: a static copy of the read API, served by a plain web server."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from pinserver.export import ExportConflictError, export
+from pinserver.store.sqlite import SQLiteStore
+from tests.factory import Deployment
+from tests.server.conftest import JSON, publish
+from tests.support.gunicorn import init_store, running_server
+
+READ_PATHS = [
+    "/v1/manifest.json",
+    "/v1/manifests/1.json",
+    "/v1/manifests/2.json",
+    "/v1/roots/1.json",
+    "/v1/roots/2.json",
+]
+
+
+@pytest.fixture
+def static_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Python's stdlib static file server on 127.0.0.1 (nothing pinserver-specific)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _grown(data_dir: Path, d: Deployment) -> None:
+    """Rotate to root 2 and publish manifest 2 through the real service."""
+    with running_server(data_dir, workers=1) as url:
+        assert (
+            requests.post(
+                url + "/v1/roots", data=d.rotate_publisher(), headers=JSON, timeout=10
+            ).status_code
+            == 201
+        )
+        assert (
+            requests.post(
+                url + "/v1/manifests", data=publish(d), headers=JSON, timeout=10
+            ).status_code
+            == 201
+        )
+
+
+def test_export_serves_the_same_bytes_at_the_same_paths(
+    data_dir: Path, deployment: Deployment, static_server: tuple[str, Path]
+) -> None:
+    _grown(data_dir, deployment)
+    mirror_url, www = static_server
+    store = SQLiteStore(data_dir)
+    try:
+        result = export(store, www)
+    finally:
+        store.close()
+    assert sorted(result.written) == sorted([*(p.lstrip("/") for p in READ_PATHS), "healthz"])
+    with running_server(data_dir, workers=1) as service_url:
+        for path in READ_PATHS:
+            served = requests.get(service_url + path, timeout=10)
+            mirrored = requests.get(mirror_url + path, timeout=10)
+            assert served.status_code == mirrored.status_code == 200
+            assert served.content == mirrored.content, path
+        # the walk ends the same way on both: root 3 does not exist
+        assert requests.get(mirror_url + "/v1/roots/3.json", timeout=10).status_code == 404
+        assert requests.get(service_url + "/v1/roots/3.json", timeout=10).status_code == 404
+    assert mirrored.content == deployment.roots[1]
+
+
+def test_a_client_polls_the_mirror(
+    data_dir: Path, deployment: Deployment, static_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    client_module = pytest.importorskip(
+        "pinserver.client", reason="the client module is not built yet"
+    )
+    if not hasattr(client_module, "PinClient"):
+        pytest.skip("pinserver.client has no PinClient yet")
+    _grown(data_dir, deployment)
+    mirror_url, www = static_server
+    store = SQLiteStore(data_dir)
+    try:
+        export(store, www)
+    finally:
+        store.close()
+    anchor = tmp_path / "root-1.json"
+    anchor.write_bytes(deployment.roots[0])
+    client = client_module.PinClient(
+        mirror_url, trusted_root=str(anchor), state_dir=str(tmp_path / "state")
+    )
+    result = client.refresh()
+    assert result.manifest_version == 2
+    assert result.root_version == 2
+    assert client.pins_for("updates.example.com") is not None
+
+
+def test_export_rewrites_only_what_changed(
+    data_dir: Path, deployment: Deployment, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    store = SQLiteStore(data_dir)
+    try:
+        first = export(store, out)
+        assert "v1/manifest.json" in first.written
+        stamp = (out / "v1/manifests/1.json").stat().st_mtime_ns
+        again = export(store, out)
+        assert again.written == []
+        assert again.unchanged == len(first.written)
+    finally:
+        store.close()
+    _grown(data_dir, deployment)
+    store = SQLiteStore(data_dir)
+    try:
+        third = export(store, out)
+    finally:
+        store.close()
+    assert sorted(third.written) == [
+        "healthz",
+        "v1/manifest.json",
+        "v1/manifests/2.json",
+        "v1/roots/2.json",
+    ]
+    assert (out / "v1/manifests/1.json").stat().st_mtime_ns == stamp
+    assert (out / "v1/manifest.json").read_bytes() == deployment.manifests[-1]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_export_refuses_a_directory_of_another_store(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        d = Deployment()
+        publish(d)
+        init_store(tmp_path / name, d, publish=True)
+    store = SQLiteStore(tmp_path / "a")
+    try:
+        export(store, tmp_path / "out")
+    finally:
+        store.close()
+    store = SQLiteStore(tmp_path / "b")
+    try:
+        with pytest.raises(ExportConflictError):
+            export(store, tmp_path / "out")
+    finally:
+        store.close()
