@@ -315,11 +315,12 @@ http {{
     def start(self) -> Nginx:
         conf = self.dir / "nginx.conf"
         conf.write_text(self._config())
-        self.proc = subprocess.Popen(
-            [self.binary, "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with (self.dir / "stderr.log").open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [self.binary, "-p", str(self.dir), "-c", str(conf), "-g", "daemon off;"],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         for site in self.sites.values():
             try:
                 wait_for_port(site.port, proc=self.proc)

@@ -49,7 +49,7 @@ from pinserver.envelope import MANIFEST_TYPE, pae
 from pinserver.keys import PrivateKey
 from tests.factory import payload_hash, root_document, root_envelope
 
-METRICS = ("requests", "bytes", "wall_ms", "cpu_ms")
+METRICS = ("requests", "bytes", "bytes_received", "wall_ms", "cpu_ms")
 
 
 # --- the served trees ------------------------------------------------------------------
@@ -313,6 +313,7 @@ def _ratios(summary: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
             out[f"{case}_{mode}"] = {
                 "requests": [ours["requests"], tuf["requests"]],
                 "bytes_vs_tuf": round(ours["bytes"] / tuf["bytes"], 3),
+                "bytes_received_vs_tuf": round(ours["bytes_received"] / tuf["bytes_received"], 3),
                 "wall_vs_tuf": round(ours["wall_ms"] / tuf["wall_ms"], 3),
                 "cpu_vs_tuf": round(ours["cpu_ms"] / tuf["cpu_ms"], 3),
                 "wall_vs_bare": round(ours["wall_ms"] / rows[bare]["wall_ms"], 3),

@@ -13,11 +13,11 @@ the server's acceptance, one transaction each) and measured at 10,000 and again 
 * publish latency, signing excluded: ``SQLiteStore.publish_manifest`` with the
   server's verification (during the fill, at several store sizes) and
   ``POST /v1/manifests`` through ``pinserver serve``;
-* memory at 100,000 versions with the largest manifest the cap admits as the
-  latest (10,000 hosts do not fit 1 MiB): peak RSS (VmHWM) of every gunicorn worker
-  after serving polls, history and audit pages, against the same on a one-version
-  store; and of a client process holding that manifest, against one holding a
-  ten-host manifest.
+* memory, once the largest manifest the cap admits (10,000 hosts do not fit 1 MiB)
+  is published on top of the 100,000 versions: peak RSS (VmHWM) of every gunicorn
+  worker after wrk has spread polls and history pages over them, and of a client
+  process that fetched, verified and holds that manifest; against the same on a
+  one-version store with a ten-host manifest.
 
     python -m bench.history [--sizes 10000,100000] [--keep DIR]
 
@@ -186,14 +186,16 @@ def worker_memory(proc: subprocess.Popen[bytes], base_url: str, latest: int) -> 
     return {"workers": len(workers), "max_vmhwm_mib": round(max(peaks) / 1024, 1), "all_kib": peaks}
 
 
+# VmHWM, not getrusage: ru_maxrss survives fork+exec, so a child of a big parent
+# would report the parent's peak.
 _CLIENT_SCRIPT = """
-import json, resource, sys
+import json, sys
 from pinserver.client import PinClient
 client = PinClient(sys.argv[1], open(sys.argv[2], "rb").read(), sys.argv[3])
 result = client.refresh()
 hosts = len(client.manifest.pinsets)
-print(json.dumps({"hosts": hosts, "updated": result.updated,
-                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"hosts": hosts, "updated": result.updated, "maxrss_kib": int(hwm)}))
 """
 
 
@@ -210,39 +212,34 @@ def client_memory(base_url: str, root_file: Path, state_dir: Path) -> dict[str, 
     return row
 
 
-def measure_served(data_dir: Path, work: Path, *, latest: int, memory: bool) -> dict[str, Any]:
+def measure_served(data_dir: Path, work: Path, *, latest: int) -> dict[str, Any]:
+    """Pages, the host scan, ``pinserver history`` and HTTP publish against a store."""
     port = free_port()
     proc = start_serve(data_dir, port, work / f"serve-{latest}.log", PINSERVER_ACCESS_LOG="off")
     base_url = f"http://127.0.0.1:{port}"
     try:
-        out: dict[str, Any] = {"pages": pages(base_url, latest)}
-        if memory:
-            out["gunicorn_worker_memory"] = worker_memory(proc, base_url, latest)
-            out["client_memory"] = client_memory(
-                base_url, data_dir / ROOT_FILE, work / f"client-{latest}"
-            )
-        out["host_page"] = host_page(base_url)
-        out["audit_cli"] = audit_cli(base_url, data_dir)
-        out["http_publish_ms"] = http_publish(base_url, data_dir)
-        return out
+        return {
+            "pages": pages(base_url, latest),
+            "host_page": host_page(base_url),
+            "audit_cli": audit_cli(base_url, data_dir),
+            "http_publish_ms": http_publish(base_url, data_dir),
+        }
     finally:
         stop_process(proc)
 
 
-def baseline_memory(work: Path) -> dict[str, Any]:
-    """The same worker and client figures on a one-version store with a ten-host manifest."""
-    data_dir = work / "small"
-    publisher = Publisher(data_dir)
-    publisher.publish(publisher.sign_next(10))
-    publisher.close()
+def measure_memory(data_dir: Path, work: Path, name: str) -> dict[str, Any]:
+    """Peak RSS of the workers after polls and history pages, and of a client process
+    that fetched, verified and holds the latest manifest."""
     port = free_port()
-    proc = start_serve(data_dir, port, work / "serve-small.log", PINSERVER_ACCESS_LOG="off")
+    proc = start_serve(data_dir, port, work / f"serve-{name}.log", PINSERVER_ACCESS_LOG="off")
     base_url = f"http://127.0.0.1:{port}"
     try:
-        pages(base_url, 1)
+        latest = requests.get(f"{base_url}/healthz", timeout=30).json()["manifest_version"]
         return {
-            "gunicorn_worker_memory": worker_memory(proc, base_url, 1),
-            "client_memory": client_memory(base_url, data_dir / ROOT_FILE, work / "client-small"),
+            "latest_version": latest,
+            "gunicorn_worker_memory": worker_memory(proc, base_url, latest),
+            "client_memory": client_memory(base_url, data_dir / ROOT_FILE, work / f"client-{name}"),
         }
     finally:
         stop_process(proc)
@@ -252,26 +249,32 @@ def run(sizes: list[int], data_dir: Path, work: Path) -> dict[str, Any]:
     largest = _documents.largest_fitting([PrivateKey.generate()])
     results: dict[str, Any] = {"largest_fitting_pinsets": largest, "sizes": {}}
     publish_timings: dict[str, float] = {}
+    checkpoints = (0, 1_000, 10_000, 50_000, 99_000)
     for size in sorted(sizes):
-        is_last = size == max(sizes)
         print(f"filling the store to {size} versions", flush=True)
-        filled = fill(
-            data_dir,
-            size,
-            latest_pinsets=largest if is_last else None,
-            checkpoints=tuple(n for n in (0, 1_000, 10_000, 50_000, 99_000) if n < size - 100),
-        )
+        filled = fill(data_dir, size, checkpoints=tuple(c for c in checkpoints if c < size - 100))
         publish_timings.update(filled["publish_ms_at_stored_versions"])
         print(f"auditing {size} versions", flush=True)
         row: dict[str, Any] = {
             "fill_seconds": filled["seconds"],
             "audit_core": audit_core(data_dir),
+            **measure_served(data_dir, work, latest=size),
         }
-        row.update(measure_served(data_dir, work, latest=size, memory=is_last))
         results["sizes"][str(size)] = row
         print(json.dumps(row, indent=1), flush=True)
     results["store_publish_ms_at_stored_versions"] = publish_timings
-    results["baseline_one_version"] = baseline_memory(work)
+
+    # Memory: the largest manifest the cap admits becomes the latest version.
+    publisher = Publisher(data_dir)
+    publisher.publish(publisher.sign_next(largest))
+    publisher.close()
+    results["memory_large"] = measure_memory(data_dir, work, "large")
+    small = work / "small"
+    publisher = Publisher(small)
+    publisher.publish(publisher.sign_next(10))
+    publisher.close()
+    results["memory_small"] = measure_memory(small, work, "small")
+    print(json.dumps({k: results[k] for k in ("memory_large", "memory_small")}, indent=1))
     return results
 
 

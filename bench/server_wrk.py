@@ -6,8 +6,10 @@ In one run, with wrk on 127.0.0.1, every target serves the same manifest bytes:
 * ``pinserver_serve``: ``pinserver serve`` with its default configuration
   (gunicorn gthread, 2 workers per CPU, 4 threads, JSON access log to stdout);
 * ``pinserver_serve_no_access_log``: the same with ``PINSERVER_ACCESS_LOG=off``;
-* ``nginx_export``: nginx serving ``pinserver export`` of the same store;
-* ``nginx_proxy_cache``: nginx ``proxy_cache`` in front of ``pinserver serve``;
+* ``nginx_export``: nginx serving ``pinserver export`` of the same store, configured
+  as docs/scaling.md's mirror (the production layout it recommends);
+* ``nginx_proxy_cache``: nginx ``proxy_cache`` in front of ``pinserver serve``, as
+  docs/scaling.md's "nginx in front of the replicas" (the other production layout);
 * ``flask_reference`` / ``bare_wsgi_reference``: a plain Flask view and a bare WSGI
   callable returning cached bytes under the same gunicorn settings (what gunicorn
   and Flask cost per request here; bench/_reference_apps.py).
@@ -62,63 +64,81 @@ def start_serve(
     data: Path, port: int, log: Path, *options: str, **env: str
 ) -> subprocess.Popen[bytes]:
     """``pinserver serve`` as an operator starts it (it execs gunicorn: same pid)."""
-    proc = subprocess.Popen(
-        [PINSERVER, "serve", "--data", str(data), "--bind", f"127.0.0.1:{port}", *options],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **env},
-    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [PINSERVER, "serve", "--data", str(data), "--bind", f"127.0.0.1:{port}", *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
     wait_for_port(port, proc=proc)
     return proc
 
 
 def start_reference(app: str, port: int, manifest_file: Path, log: Path) -> subprocess.Popen[bytes]:
     """A reference app under the same gunicorn settings as ``pinserver serve``."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            str(_default_workers()),
-            "--threads",
-            "4",
-            "--bind",
-            f"127.0.0.1:{port}",
-            f"bench._reference_apps:{app}",
-        ],
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        cwd=REPO_DIR,
-        env={**os.environ, "BENCH_MANIFEST_FILE": str(manifest_file)},
-    )
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(_default_workers()),
+                "--threads",
+                "4",
+                "--bind",
+                f"127.0.0.1:{port}",
+                f"bench._reference_apps:{app}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_DIR,
+            env={**os.environ, "BENCH_MANIFEST_FILE": str(manifest_file)},
+        )
     wait_for_port(port, proc=proc)
     return proc
 
 
-def proxy_cache_directives(upstream_port: int) -> tuple[str, str]:
-    """http-level and server-level nginx directives: a small cache in front of gunicorn
-    that honours the upstream's Cache-Control and answers If-None-Match from the cache."""
+def proxy_cache_directives(upstream_port: int, cache_dir: Path) -> tuple[str, str]:
+    """http-level and server-level directives of docs/scaling.md's "nginx in front of
+    the replicas" (the polling location; TLS left out: wrk talks plain HTTP here)."""
     http = (
-        "proxy_cache_path {cache} levels=1 keys_zone=pins:1m max_size=64m inactive=10m"
-        " use_temp_path=off;\n"
-        f"    upstream pinserver_upstream {{ server 127.0.0.1:{upstream_port}; keepalive 32; }}"
+        f"proxy_cache_path {cache_dir} levels=1:2 keys_zone=pinserver:10m"
+        " max_size=1g inactive=7d use_temp_path=off;\n"
+        f"    upstream pinserver_replicas {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}"
     )
     server = """
-        location / {
-            proxy_pass http://pinserver_upstream;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_cache pins;
-            proxy_cache_lock on;
-            proxy_cache_use_stale error timeout updating http_500 http_502 http_503;
-            proxy_cache_background_update on;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        location = /v1/manifest.json {
+            limit_except GET HEAD { deny all; }
+            proxy_pass http://pinserver_replicas;
+            proxy_cache pinserver;
             proxy_cache_revalidate on;
+            proxy_cache_lock on;
+            proxy_cache_use_stale updating;
+            proxy_cache_background_update on;
+            proxy_cache_valid 404 10s;
+            add_header X-Cache $upstream_cache_status always;
         }"""
     return http, server
+
+
+# docs/scaling.md's "A mirror serving pinserver export output" (TLS left out).
+EXPORT_MIRROR_DIRECTIVES = """
+        etag on;
+        default_type application/json;
+        gzip off;
+        location = /v1/manifest.json {
+            add_header Cache-Control "public, max-age=60, must-revalidate" always;
+            try_files $uri =404;
+        }"""
 
 
 def _setup_store(work: Path, pinsets: int) -> tuple[Path, bytes, PrivateKey]:
@@ -207,14 +227,14 @@ def run(
         procs.append(start_reference("flask_app", flask_port, manifest_file, logs / "flask.log"))
         procs.append(start_reference("bare_app", bare_port, manifest_file, logs / "bare.log"))
 
-        cache_http, cache_server = proxy_cache_directives(serve_port)
+        cache_http, cache_server = proxy_cache_directives(serve_port, work / "nginx-cache")
         nginx = Nginx(
             {
                 "static": Site(static),
-                "export": Site(export_dir),
+                "export": Site(export_dir, directives=EXPORT_MIRROR_DIRECTIVES),
                 "cache": Site(static, directives=cache_server),
             },
-            http_directives=cache_http.replace("{cache}", str(work / "nginx-cache")),
+            http_directives=cache_http,
         ).start()
 
         tuned = {}

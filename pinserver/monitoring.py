@@ -24,7 +24,7 @@ from pinserver.documents import Manifest, PinSet, Root, format_timestamp
 from pinserver.pins import ChainCert, matching_pins
 
 Status = Literal["ok", "warning", "failure"]
-CheckKind = Literal["root", "manifest", "pinset", "certificate", "live"]
+CheckKind = Literal["server", "root", "manifest", "pinset", "certificate", "live"]
 
 _RANK: dict[Status, int] = {"ok": 0, "warning": 1, "failure": 2}
 
@@ -143,7 +143,7 @@ def _expiry(
     return Check(kind, subject, status, message, host, expires, _days(left))
 
 
-def _live(pinset: PinSet, live: LiveChain | None, now: datetime) -> list[Check]:
+def _live(pinset: PinSet, live: LiveChain | None, now: datetime, t: Thresholds) -> list[Check]:
     host = pinset.host
     subject = f"live chain of {host}"
     if live is None:
@@ -153,9 +153,7 @@ def _live(pinset: PinSet, live: LiveChain | None, now: datetime) -> list[Check]:
     matched = matching_pins(pinset, (c.spki_sha256 for c in live))
     checks: list[Check] = []
     if matched:
-        where = ", ".join(
-            f"{c.kind} {c.subject}" for c in live if c.spki_sha256 in matched
-        )
+        where = ", ".join(f"{c.kind} {c.subject}" for c in live if c.spki_sha256 in matched)
         checks.append(Check("live", subject, "ok", f"{host} matches its pins ({where})", host))
     else:
         enforced = pinset.mode == "enforce" and now < pinset.expires
@@ -182,13 +180,22 @@ def _live(pinset: PinSet, live: LiveChain | None, now: datetime) -> list[Check]:
                 f"{cert.kind} certificate {cert.subject} of {host}",
                 cert.not_after,
                 now,
-                warn=Thresholds.warn,
-                fail=Thresholds.fail,
+                warn=t.warn,
+                fail=t.fail,
                 host=host,
                 consequence="renew it; if the key changes, put the new key's pin in place first",
             )
         )
     return checks
+
+
+def server_failure(server: str, message: str, now: datetime) -> MonitorReport:
+    """The report when the server's state cannot be fetched or does not verify: that is
+    a failure to alert on, not a crash of the monitor."""
+    return MonitorReport(
+        reference_time=now,
+        checks=(Check("server", server, "failure", message),),
+    )
 
 
 def evaluate(
@@ -198,7 +205,8 @@ def evaluate(
     now: datetime,
     thresholds: Thresholds | None = None,
 ) -> MonitorReport:
-    """Everything the monitor reports, worst first within each kind's order.
+    """Everything the monitor reports: root, manifest, then per host its pin set, live
+    match and certificates.
 
     Args:
         manifest: the latest manifest, its signatures already verified.
@@ -246,18 +254,5 @@ def evaluate(
                 consequence="pins stop being enforced; publish the set with a later expires",
             )
         )
-        for check in _live(pinset, live_chains.get(pinset.host), now):
-            if check.kind == "certificate" and check.expires is not None:
-                check = _expiry(
-                    "certificate",
-                    check.subject,
-                    check.expires,
-                    now,
-                    warn=t.warn,
-                    fail=t.fail,
-                    host=check.host,
-                    consequence="renew it; if the key changes, put the new key's pin in"
-                    " place first",
-                )
-            checks.append(check)
+        checks.extend(_live(pinset, live_chains.get(pinset.host), now, t))
     return MonitorReport(reference_time=now, checks=tuple(checks))

@@ -40,11 +40,12 @@ def _register() -> None:
         keys,
         manifests,
         ops,
+        rotation,
         roots,
         server,
     )
 
-    for module in (keys, roots, manifests, ops, audit, client, server):
+    for module in (keys, roots, manifests, rotation, ops, audit, client, server):
         module.register(cli)
 
 

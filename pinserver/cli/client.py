@@ -204,6 +204,7 @@ def client_group() -> None:
     help="Seconds a download may take, body included.",
 )
 def poll(
+    *,
     servers: tuple[str, ...],
     root: Path,
     state_dir: Path,

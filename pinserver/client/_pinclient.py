@@ -33,6 +33,7 @@ from pinserver.errors import (
     FetchError,
     PinserverError,
     SignatureError,
+    StoreError,
     VerificationError,
 )
 from pinserver.pins import find_pinset, is_pinset_active
@@ -285,13 +286,13 @@ class PinClient:
     def _load_saved(self) -> _Snapshot | None:
         """Re-verify the saved state from the shipped anchor; None (and
         ``load_problem`` set) when there is none or it does not verify."""
-        raw = self._state_dir.read()
         self.load_problem = None
-        if raw is None:
-            return None
         try:
+            raw = self._state_dir.read()
+            if raw is None:
+                return None
             return self._verify_stored(raw)
-        except (StateFileError, PinserverError) as e:
+        except (OSError, StateFileError, PinserverError) as e:
             self.load_problem = f"{type(e).__name__}: {e}"
             logger.error(
                 "state in %s failed verification (%s); starting again from the shipped"
@@ -332,17 +333,26 @@ class PinClient:
         Raises:
             FetchError: every mirror failed (network, status, size or time cap);
                 the last good pins stay in force.
+            StoreError: the state directory could not be locked, read or written;
+                nothing was swapped in memory.
             VerificationError: a mirror served a document that was rejected
                 (``SignatureError``, ``RollbackError``, ``ForkError``,
                 ``ExpiredError``, ``FormatError``...): an attack signal. The stored
                 state is unchanged and no other mirror is tried.
         """
-        with self._refresh_lock, self._state_dir.lock():
-            # Another process sharing state_dir may have moved on: start from disk.
-            saved = self._load_saved()
-            if saved is not None:
-                self._snapshot = saved
-            return self._refresh_locked(self._snapshot)
+        with self._refresh_lock:
+            try:
+                with self._state_dir.lock():
+                    # Another process sharing state_dir may have moved on: start from disk.
+                    saved = self._load_saved()
+                    if saved is not None:
+                        self._snapshot = saved
+                    return self._refresh_locked(self._snapshot)
+            except OSError as e:  # the fetcher wraps its own OSErrors as FetchError
+                raise StoreError(
+                    f"state directory {self._state_dir.path}: {e}; the pins in memory"
+                    " stay in force but could not be saved"
+                ) from e
 
     def _refresh_locked(self, old: _Snapshot) -> RefreshResult:
         now = effective_time(self._clock(), old.time_floor)
@@ -389,7 +399,7 @@ class PinClient:
             trusted = self._verify(old, response.body, mirror_index, now)
         except VerificationError as e:
             logger.error(
-                "REJECTED a manifest from %s (%s: %s). This is an attack signal or a"
+                "REJECTED a document from %s (%s: %s). This is an attack signal or a"
                 " broken publication; other mirrors are not tried, the stored state is"
                 " unchanged and the pins of manifest %s stay in force.",
                 mirror,

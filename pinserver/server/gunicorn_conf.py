@@ -52,6 +52,7 @@ def worker_exit(server: Any, worker: Any) -> None:
     if wsgi is not None:
         wsgi.app.extensions["pinserver"].metrics.flush()
 
+
 # gunicorn >= 24 opens a control socket in $HOME by default: one fixed path that two
 # services on one host would fight over, and a write into a home directory that a
 # container's non-root user may not have. pinserver needs none of its commands.

@@ -211,6 +211,7 @@ class PostgresStore:
         self._connections_lock = threading.Lock()
         self._head_lock = threading.Lock()
         self._head: StoreHead | None = None
+        self._last_head: StoreHead | None = None
         self._head_checked = 0.0
         self._watcher: _HeadWatcher | None = None
         self._watcher_retry_at = 0.0
@@ -354,7 +355,11 @@ class PostgresStore:
 
     def head(self) -> StoreHead:
         """Latest root and manifest versions (0 when none). Answered from memory unless a
-        notification arrived or ``head_ttl`` passed: a poll costs no database round trip."""
+        notification arrived or ``head_ttl`` passed: a poll costs no database round trip.
+
+        While the database cannot be reached, the last head seen is returned (and the
+        database tried again every ``head_ttl``), so that polls keep being served what
+        this replica already holds; with no head seen yet, ``StoreError`` is raised."""
         if self._closed:
             raise RuntimeError("the store is closed")
         self._forget_inherited()
@@ -362,7 +367,14 @@ class PostgresStore:
             now = time.monotonic()
             news = self._is_news(now)
             if news or self._head is None or now - self._head_checked >= self.head_ttl:
-                self._head = self._query_head()
+                try:
+                    self._head = self._query_head()
+                except StoreError as e:
+                    if self._last_head is None:
+                        raise
+                    log.warning("serving the last known head: %s", e.message)
+                    self._head = self._last_head
+                self._last_head = self._head
                 self._head_checked = now
             return self._head
 

@@ -244,8 +244,8 @@ class SQLiteStore:
 
     def get_manifest(self, version: int) -> StoredManifest | None:
         rows = self._read(
-            f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE version = ?",
-            (version,),  # noqa: S608 (constant column list)
+            f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE version = ?",  # noqa: S608
+            (version,),
         )
         return _manifest(rows[0]) if rows else None
 

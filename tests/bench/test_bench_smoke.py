@@ -134,6 +134,10 @@ def test_history_fills_audits_and_serves_a_store(tmp_path: Path) -> None:
     row = result["sizes"]["30"]
     assert row["audit_core"]["versions"] == 30
     assert row["host_page"]["status"] == 200
-    assert row["gunicorn_worker_memory"]["workers"] >= 1
-    assert row["client_memory"]["hosts"] == result["largest_fitting_pinsets"]
-    assert result["baseline_one_version"]["client_memory"]["hosts"] == 10
+    assert row["pages"]["history_last_page_ms"] > 0
+    assert row["http_publish_ms"] > 0
+    large, small = result["memory_large"], result["memory_small"]
+    assert large["latest_version"] == 30 + history.HTTP_PUBLISHES + 1
+    assert large["gunicorn_worker_memory"]["workers"] >= 1
+    assert large["client_memory"]["hosts"] == result["largest_fitting_pinsets"]
+    assert small["client_memory"]["hosts"] == 10

@@ -14,7 +14,7 @@ import base64
 import sys
 from pathlib import Path
 
-from pinserver.client import FetchResponse, Fetcher, PinClient
+from pinserver.client import Fetcher, FetchResponse, PinClient
 from pinserver.errors import FetchError
 from tests.factory import NOW
 

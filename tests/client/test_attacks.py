@@ -131,6 +131,7 @@ ATTACKS = [
 
 @pytest.mark.parametrize("attack", ATTACKS, ids=[a.name for a in ATTACKS])
 def test_attack_is_rejected_state_unchanged_old_pins_enforced(
+    *,
     attack: Attack,
     pki: Pki,
     tls_server: TlsServer,
@@ -184,5 +185,7 @@ def test_frozen_mirror_is_bounded_by_expiry(
     client.refresh()
     clock.advance(days=8)
     result = client.refresh()
-    assert result.not_modified and result.manifest_expired and not result.enforcing
+    assert result.not_modified
+    assert result.manifest_expired
+    assert not result.enforcing
     assert client.pins_for("updates.example.com") is None

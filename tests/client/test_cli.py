@@ -64,11 +64,14 @@ def test_poll_prints_json_and_writes_the_pins_file(
     first = _poll(*args, "--pins-out", str(pins_file))
     assert first.returncode == 0, first.stderr
     result = json.loads(first.stdout)
-    assert result["ok"] and result["updated"] and result["manifest_version"] == 1
+    assert result["ok"]
+    assert result["updated"]
+    assert result["manifest_version"] == 1
     assert result["enforcing"]
 
     pins = json.loads(pins_file.read_text())
-    assert pins["manifest_version"] == 1 and pins["enforcing"]
+    assert pins["manifest_version"] == 1
+    assert pins["enforcing"]
     assert [p["host"] for p in pins["pinsets"]] == ["api.example.com"]  # expired set left out
     assert pins["pinsets"][0]["include_subdomains"] is True
 
@@ -96,7 +99,8 @@ def test_poll_rejection_exits_non_zero_with_the_error_code(
     assert "error [signature_threshold]" in rejected.stderr
 
     text = _poll(*args, "--text")
-    assert text.returncode == 1 and text.stdout == ""
+    assert text.returncode == 1
+    assert text.stdout == ""
     assert "error [signature_threshold]" in text.stderr
 
 
@@ -119,9 +123,20 @@ def test_watch_polls_and_stops_cleanly_on_sigterm(
     pins_file = tmp_path / "pins.json"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "pinserver", "client", "poll", "--watch",
-            "--server", mirror.url, "--root", str(root_file), "--state", str(tmp_path / "s"),
-            "--pins-out", str(pins_file),
+            sys.executable,
+            "-m",
+            "pinserver",
+            "client",
+            "poll",
+            "--watch",
+            "--server",
+            mirror.url,
+            "--root",
+            str(root_file),
+            "--state",
+            str(tmp_path / "s"),
+            "--pins-out",
+            str(pins_file),
         ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,

@@ -35,7 +35,14 @@ def test_sigkill_during_swaps_always_leaves_a_valid_state(tmp_path: Path) -> Non
     seen_version = 0
     for cycle in range(CYCLES):
         child = subprocess.Popen(
-            [sys.executable, "-m", "tests.client.crash_child", str(state_dir), str(anchor), str(chain)],
+            [
+                sys.executable,
+                "-m",
+                "tests.client.crash_child",
+                str(state_dir),
+                str(anchor),
+                str(chain),
+            ],
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -39,7 +39,8 @@ def test_connection_refused_fails_over(
     second_mirror.serve_deployment(deployment)
     client = make_client(base_url=[_refused_url(), second_mirror.url])
     result = client.refresh()
-    assert result.updated and result.mirror == second_mirror.url
+    assert result.updated
+    assert result.mirror == second_mirror.url
 
 
 def test_5xx_fails_over_and_the_walk_follows(
@@ -58,6 +59,7 @@ def test_5xx_fails_over_and_the_walk_follows(
 
 
 def test_rejected_document_is_not_retried_elsewhere(
+    *,
     deployment: Deployment,
     mirror: Mirror,
     second_mirror: Mirror,

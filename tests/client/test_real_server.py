@@ -23,6 +23,7 @@ def _post(url: str, body: bytes) -> None:
 
 
 def test_refresh_and_report_against_gunicorn(
+    *,
     tmp_path: Path,
     deployment: Deployment,
     make_client: MakeClient,
@@ -61,5 +62,6 @@ def test_refresh_and_report_against_gunicorn(
         assert listed.status_code == 200, listed.text
         reports = [item["report"] for item in listed.json()["items"]]
         assert len(reports) == 1
-        assert reports[0]["host"] == "localhost" and reports[0]["manifest_version"] == 2
+        assert reports[0]["host"] == "localhost"
+        assert reports[0]["manifest_version"] == 2
         assert reports[0]["observed"] == [pki.leaf_pin, pki.intermediate_pin, pki.root_pin]

@@ -36,7 +36,8 @@ def test_first_refresh_accepts_then_polls_are_one_conditional_request(
     state_before = (state_dir / STATE_FILE).read_bytes()
     mirror.seen.clear()
     second = client.refresh()
-    assert not second.updated and second.not_modified
+    assert not second.updated
+    assert second.not_modified
     assert second.manifest_version == 1
     # One request, conditional, answered 304; no root fetched.
     assert [s.path for s in mirror.seen] == [MANIFEST]
@@ -62,8 +63,10 @@ def test_new_version_replaces_pins_and_reports_what_changed(
     assert (result.previous_manifest_version, result.manifest_version) == (1, 2)
     assert result.changed_hosts == ("b.example.com",)
     new_b = client.pins_for("b.example.com")
-    assert new_b is not None and old_b is not None
-    assert fake_pin("new") in new_b.hashes and fake_pin("new") not in old_b.hashes
+    assert new_b is not None
+    assert old_b is not None
+    assert fake_pin("new") in new_b.hashes
+    assert fake_pin("new") not in old_b.hashes
 
 
 def test_same_manifest_without_etag_is_nothing_new(
@@ -75,7 +78,8 @@ def test_same_manifest_without_etag_is_nothing_new(
     client = make_client()
     assert client.refresh().updated
     again = client.refresh()
-    assert not again.updated and not again.not_modified
+    assert not again.updated
+    assert not again.not_modified
     assert again.manifest_version == 1
 
 
@@ -143,7 +147,8 @@ def test_corrupt_state_falls_back_to_the_shipped_root(
     path.write_bytes(bytes(data))
 
     client = make_client()
-    assert client.load_problem is not None and "checksum" in client.load_problem
+    assert client.load_problem is not None
+    assert "checksum" in client.load_problem
     assert (client.root_version, client.manifest_version) == (1, None)
     assert client.pins_for("updates.example.com") is None
     assert client.refresh().manifest_version == 1  # recovers from the network
@@ -168,7 +173,8 @@ def test_state_with_valid_checksum_but_foreign_roots_is_not_trusted(
     (state_dir / STATE_FILE).write_bytes(encode_state(forged))
 
     client = make_client()
-    assert client.load_problem is not None and "SignatureError" in client.load_problem
+    assert client.load_problem is not None
+    assert "SignatureError" in client.load_problem
     assert (client.root_version, client.manifest_version) == (1, None)
 
     # Our own manifest paired with the file's stored root list emptied still verifies,
@@ -213,7 +219,8 @@ def test_expired_manifest_policy_ca_only_vs_fail_closed(
     clock.advance(days=3)  # the mirror keeps serving the same manifest: a freeze
     with caplog.at_level(logging.WARNING, logger="pinserver.client"):
         result = ca_only.refresh()
-    assert result.manifest_expired and not result.enforcing
+    assert result.manifest_expired
+    assert not result.enforcing
     assert "NOT enforced" in caplog.text
     assert ca_only.pins_for("updates.example.com") is None
     assert not ca_only.is_enforcing()
@@ -265,9 +272,7 @@ def test_expired_final_root_freezes_updates(
     client = make_client()
     client.refresh()
     clock.advance(days=400)  # root 1 expires at NOW + 365 days
-    deployment.publish(
-        issued_at=NOW + timedelta(days=399), expires=NOW + timedelta(days=430)
-    )
+    deployment.publish(issued_at=NOW + timedelta(days=399), expires=NOW + timedelta(days=430))
     mirror.serve_deployment(deployment)
     with pytest.raises(ExpiredError) as raised:
         client.refresh()

@@ -36,6 +36,7 @@ def _get(client: PinClient, pki: Pki, url: str) -> requests.Response:
 
 @pytest.mark.parametrize("position", ["leaf", "intermediate", "root"])
 def test_a_pin_at_any_position_of_the_verified_chain_is_accepted(
+    *,
     position: str,
     pki: Pki,
     tls_server: TlsServer,
@@ -44,9 +45,7 @@ def test_a_pin_at_any_position_of_the_verified_chain_is_accepted(
     make_client: MakeClient,
 ) -> None:
     pin = {"leaf": pki.leaf_pin, "intermediate": pki.intermediate_pin, "root": pki.root_pin}
-    client = _client_with(
-        deployment, mirror, make_client, pinset("localhost", [pin[position]])
-    )
+    client = _client_with(deployment, mirror, make_client, pinset("localhost", [pin[position]]))
     response = _get(client, pki, tls_server.url_for("localhost", "/ok"))
     assert response.status_code == 200
     assert tls_server.requests == ["/ok"]
@@ -81,6 +80,7 @@ def test_certificates_merely_sent_by_the_peer_never_match(
 
 
 def test_report_mode_lets_the_request_through_and_reports_once_an_hour(
+    *,
     pki: Pki,
     tls_server: TlsServer,
     deployment: Deployment,
@@ -101,9 +101,11 @@ def test_report_mode_lets_the_request_through_and_reports_once_an_hour(
     assert len(mirror.posts) == 1
     path, report = mirror.posts[0]
     assert path == "/v1/reports"
-    assert report["host"] == "localhost" and report["port"] == tls_server.port
+    assert report["host"] == "localhost"
+    assert report["port"] == tls_server.port
     assert report["observed"] == [pki.leaf_pin, pki.intermediate_pin, pki.root_pin]
-    assert report["manifest_version"] == 1 and report["mode"] == "report"
+    assert report["manifest_version"] == 1
+    assert report["mode"] == "report"
 
     _get(client, pki, url)  # a new session, a new connection, the same chain
     client.flush_reports()
@@ -118,6 +120,7 @@ def test_report_mode_lets_the_request_through_and_reports_once_an_hour(
 @pytest.mark.usefixtures("fake_dns")
 @pytest.mark.parametrize("include_subdomains", [True, False])
 def test_include_subdomains_both_ways(
+    *,
     include_subdomains: bool,
     pki: Pki,
     tls_server: TlsServer,
@@ -160,6 +163,7 @@ def test_the_most_specific_pin_set_wins(
 
 
 def test_expired_pin_set_is_not_enforced(
+    *,
     pki: Pki,
     tls_server: TlsServer,
     deployment: Deployment,
@@ -181,6 +185,7 @@ def test_expired_pin_set_is_not_enforced(
 
 @pytest.mark.parametrize(("on_expiry", "enforced"), [("ca-only", False), ("fail-closed", True)])
 def test_expired_manifest_follows_on_expiry(
+    *,
     on_expiry: str,
     enforced: bool,
     pki: Pki,

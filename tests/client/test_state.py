@@ -146,3 +146,21 @@ def test_concurrent_refreshes_and_readers_in_one_process(
     assert all(isinstance(e, RollbackError) for e in errors), errors
     stored = decode_state((state_dir / STATE_FILE).read_bytes()).manifest
     assert stored == deployment.manifests[(client.manifest_version or 0) - 1]
+
+
+def test_unwritable_state_file_is_a_store_error_and_nothing_is_swapped(
+    deployment: Deployment, mirror: Mirror, make_client: MakeClient, state_dir: Path
+) -> None:
+    from pinserver.errors import StoreError
+
+    deployment.publish()
+    mirror.serve_deployment(deployment)
+    state_dir.mkdir()
+    (state_dir / STATE_FILE).mkdir()  # cannot be read or replaced, even by root
+    client = make_client()
+    assert client.load_problem is not None
+    with pytest.raises(StoreError):
+        client.refresh()
+    assert client.manifest_version is None
+    (state_dir / STATE_FILE).rmdir()
+    assert client.refresh().manifest_version == 1

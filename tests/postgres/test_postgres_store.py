@@ -307,3 +307,30 @@ class socket_closed_port:  # noqa: N801 - used as a context manager, reads as a 
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+def test_a_database_outage_keeps_the_last_head_and_fails_writes(
+    open_pg_store: OpenStore, database_url: str
+) -> None:
+    """Polls keep being answered from what the replica holds; nothing else pretends."""
+    store = open_pg_store(head_ttl=0.0)
+    deployment = initialised(store)
+    store.publish_manifest(publication(deployment.publish()), now=NOW)
+    assert store.head() == StoreHead(root_version=1, manifest_version=1)
+    name = database_url.rsplit("/", 1)[1]
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+        try:
+            assert store.head() == StoreHead(root_version=1, manifest_version=1)
+            with pytest.raises(StoreError):
+                store.latest_manifest()
+            with pytest.raises(StoreError):
+                store.publish_manifest(publication(deployment.next_manifest()), now=NOW)
+        finally:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    assert store.latest_manifest() is not None
+    assert store.head() == StoreHead(root_version=1, manifest_version=1)

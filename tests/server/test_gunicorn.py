@@ -46,7 +46,7 @@ def wait_for(check: Callable[[], bool], what: str, deadline: float = DEADLINE) -
 def fresh_get(url: str, **kwargs: object) -> requests.Response:
     """A new connection per request, so that requests spread over the workers."""
     return requests.get(
-        url, headers={"Connection": "close", **kwargs.pop("headers", {})}, timeout=10, **kwargs
+        url, headers={"Connection": "close", **kwargs.pop("headers", {})}, timeout=30, **kwargs
     )  # type: ignore[arg-type]
 
 
@@ -122,7 +122,7 @@ def test_etag_and_304(data_dir: Path, deployment: Deployment) -> None:
             fresh_get(url + "/v1/manifest.json", headers={"If-None-Match": '"stale"'}).status_code
             == 200
         )
-        head = requests.head(url + "/v1/manifest.json", timeout=10)
+        head = requests.head(url + "/v1/manifest.json", timeout=30)
         assert head.status_code == 200
         assert int(head.headers["Content-Length"]) == len(first.content)
         assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
@@ -218,7 +218,7 @@ def test_every_error_status_has_its_json_code(data_dir: Path, deployment: Deploy
                 "signature_threshold",
             ),
             (fresh_get(url + "/v1/manifests/7.json"), 404, "not_found"),
-            (requests.delete(url + "/v1/manifest.json", timeout=10), 405, "method_not_allowed"),
+            (requests.delete(url + "/v1/manifest.json", timeout=30), 405, "method_not_allowed"),
             (post(url + "/v1/manifests", deployment.manifests[0], **auth), 409, "version_conflict"),
             (post(url + "/v1/manifests", b"x" * ((1 << 20) + 1), **auth), 413, "too_large"),
             (
@@ -226,7 +226,7 @@ def test_every_error_status_has_its_json_code(data_dir: Path, deployment: Deploy
                     url + "/v1/manifests",
                     data=next_manifest(deployment),
                     headers={"Content-Type": "text/plain", **auth},
-                    timeout=10,
+                    timeout=30,
                 ),
                 415,
                 "unsupported_media_type",

@@ -16,7 +16,7 @@ from pinserver.store.sqlite import SQLiteStore
 
 StoreFactory = Callable[[], Store]
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -28,6 +28,20 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
 
         def make() -> Store:
             store = SQLiteStore(tmp_path / "data")
+            opened.append(store)
+            return store
+
+    elif request.param == "postgres":
+        # One fresh database on the session's throwaway server (skips, saying why, where
+        # PostgreSQL cannot be had); every handle is another replica's connection.
+        from pinserver.store.postgres import PostgresStore
+        from tests.support.postgres import PostgresServer
+
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        url = server.create_database("store")
+
+        def make() -> Store:
+            store = PostgresStore(url)
             opened.append(store)
             return store
 

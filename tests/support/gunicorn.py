@@ -148,10 +148,10 @@ def _wait_healthy(server: ServerProcess, workers: int) -> None:
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
-    # SIGINT: gunicorn's quick shutdown (workers stop at once; committed data is durable,
-    # an in-flight transaction is rolled back by SQLite). SIGTERM waits for idle
-    # keep-alive connections and costs seconds per test.
-    process.send_signal(signal.SIGINT)
+    # SIGTERM: gunicorn's graceful stop (up to ~2 s with gthread). Not SIGINT: gunicorn
+    # 27's quick stop calls ThreadPoolExecutor.shutdown() from a signal handler, which
+    # can deadlock a gthread worker until the graceful timeout kills it.
+    process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
