@@ -106,6 +106,12 @@ def _timed(nginx: Nginx, site: str, fn: Callable[[], Any]) -> dict[str, Any]:
     }
 
 
+def _wall_ms(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
 def _summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {m: round(median([s[m] for s in samples]), 3) for m in METRICS}
     out["statuses"] = samples[-1]["statuses"]
@@ -277,6 +283,13 @@ def run(*, runs: int, pinsets: int, work: Path) -> dict[str, Any]:
         pin_warm.close()
         keepalive.close()
 
+        # What refresh() repeats on every poll: loading and re-verifying the saved
+        # state from the shipped root (the constructor does the same work, no network).
+        def load_state() -> None:
+            PinClient(nginx.url("pin-warm"), root, pin_state("pin-warm")).close()
+
+        state_load_ms = median([_wall_ms(load_state) for _ in range(warmup + runs)][warmup:])
+
     summary = {
         case: {name: _summarise(s) for name, s in by_name.items()}
         for case, by_name in samples.items()
@@ -288,6 +301,7 @@ def run(*, runs: int, pinsets: int, work: Path) -> dict[str, Any]:
         "manifest_payload_sha256_example": payload_hash(series[0]),
         "results": summary,
         "ratios": _ratios(summary),
+        "pinserver_state_load_ms": round(state_load_ms, 3),
     }
 
 

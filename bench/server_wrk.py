@@ -15,8 +15,10 @@ In one run, with wrk on 127.0.0.1, every target serves the same manifest bytes:
   and Flask cost per request here; bench/_reference_apps.py).
 
 Each target is measured as 200 (no validator) and 304 (``If-None-Match`` with the
-ETag it served), runs rotate the order of targets, and each figure is the median
-over runs; ratios are the median of per-run ratios to ``nginx_static``.
+ETag it served). Every wrk run of a target follows an ``nginx_static`` run of the
+same status, and its ratio is taken to that run (on a shared, noisy machine the
+pair sees the same conditions); runs rotate the order of targets. Figures are
+medians over runs; ratios are the median of the per-pair ratios.
 
     python -m bench.server_wrk [--runs 5] [--duration 3] [--pinsets 10]
 
@@ -27,6 +29,7 @@ same run are compared.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import subprocess
 import sys
@@ -139,6 +142,74 @@ EXPORT_MIRROR_DIRECTIVES = """
             add_header Cache-Control "public, max-age=60, must-revalidate" always;
             try_files $uri =404;
         }"""
+
+
+def in_process_costs(data: Path, manifest_file: Path) -> dict[str, dict[str, float]]:
+    """Microseconds per request of each WSGI app called directly (no server, no socket):
+    what the application itself costs, next to what it costs under gunicorn."""
+    import importlib
+
+    from bench._common import calibrate, time_per_call
+    from pinserver.server import create_app
+    from pinserver.server.hotpath import etag_for
+
+    os.environ["BENCH_MANIFEST_FILE"] = str(manifest_file)
+    reference = importlib.reload(importlib.import_module("bench._reference_apps"))
+    apps = {
+        "pinserver_app": create_app({"DATA_DIR": str(data), "CHECK_INTEGRITY": False}),
+        "flask_reference": reference.flask_app,
+        "bare_wsgi_reference": reference.bare_app,
+    }
+    out: dict[str, dict[str, float]] = {}
+    for name, app in apps.items():
+        statuses: list[str] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], _s=statuses) -> None:
+            _s.append(status)
+
+        def call(environ: dict[str, Any], app: Any = app, start: Any = start_response) -> None:
+            body = app(dict(environ), start)
+            for _ in body:
+                pass
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+        base = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": MANIFEST,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8080",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": "127.0.0.1",
+            "HTTP_HOST": "127.0.0.1:8080",
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b""),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        call(base)
+        etag = etag_for(manifest_file.read_bytes()) if name == "pinserver_app" else reference._ETAG
+        conditional = {**base, "HTTP_IF_NONE_MATCH": etag}
+        row = {}
+        for status, environ in (("200", base), ("304", conditional)):
+            statuses.clear()
+            call(environ)
+            if not statuses[-1].startswith(status):
+                raise RuntimeError(f"{name} answered {statuses[-1]} in process, not {status}")
+            n = calibrate(lambda e=environ: call(e), target_seconds=0.2)
+            row[f"{status}_us"] = round(
+                median([time_per_call(lambda e=environ: call(e), number=n) for _ in range(5)])
+                * 1e6,
+                2,
+            )
+        out[name] = row
+    return out
 
 
 def _setup_store(work: Path, pinsets: int) -> tuple[Path, bytes, PrivateKey]:
@@ -260,26 +331,34 @@ def run(
             urls = {k: v for k, v in urls.items() if k in only or k == BASELINE}
         etags = {name: _probe(url, served) for name, url in urls.items()}
 
+        # Each target's run is paired with an nginx_static run just before it, same
+        # status: the ratio of a pair is taken within a few seconds of machine state.
         samples: dict[str, dict[str, list[dict[str, Any]]]] = {"200": {}, "304": {}}
-        names = list(urls)
-        for run_index in range(runs + 1):  # run 0 warms every target up and is dropped
-            shift = run_index % len(names)
-            for name in names[shift:] + names[:shift]:
+        pairs: dict[str, dict[str, list[float]]] = {"200": {}, "304": {}}
+        others = [n for n in urls if n != BASELINE]
+
+        def measure(name: str, status: str, seconds: int) -> dict[str, Any]:
+            headers = {"If-None-Match": etags[name]} if status == "304" else {}
+            result = run_wrk(urls[name], headers=headers, duration=seconds, connections=connections)
+            if result.non_2xx_3xx or result.errors:
+                raise RuntimeError(f"{name} {status}: wrk saw errors {result}")
+            return result.to_dict()
+
+        for name in urls:  # warm every target up (caches, imports, connections)
+            for status in ("200", "304"):
+                measure(name, status, 1)
+        for run_index in range(runs):
+            shift = run_index % len(others)
+            for name in others[shift:] + others[:shift]:
                 for status in ("200", "304"):
-                    headers = {"If-None-Match": etags[name]} if status == "304" else {}
-                    result = run_wrk(
-                        urls[name],
-                        headers=headers,
-                        duration=duration if run_index else 1,
-                        connections=connections,
-                    )
-                    if result.non_2xx_3xx or result.errors:
-                        raise RuntimeError(f"{name} {status}: wrk saw errors {result}")
-                    if run_index:
-                        samples[status].setdefault(name, []).append(result.to_dict())
+                    base = measure(BASELINE, status, duration)
+                    row = measure(name, status, duration)
+                    samples[status].setdefault(BASELINE, []).append(base)
+                    samples[status].setdefault(name, []).append(row)
+                    pairs[status].setdefault(name, []).append(row["rps"] / base["rps"])
                     print(
-                        f"run {run_index} {name:<32} {status} {result.requests_per_second:10.0f}"
-                        " req/s",
+                        f"run {run_index + 1} {name:<40} {status} {row['rps']:9.0f} req/s"
+                        f"  (nginx static {base['rps']:9.0f}: {row['rps'] / base['rps']:.3f}x)",
                         flush=True,
                     )
     finally:
@@ -288,14 +367,16 @@ def run(
         for proc in procs:
             stop_process(proc)
 
+    in_process = in_process_costs(data, static / "v1" / "manifest.json")
     return {
         "runs": runs,
         "duration_s": duration,
+        "in_process_us": in_process,
         "wrk": f"-t2 -c{connections} -d{duration}s --latency",
         "pinsets": pinsets,
         "manifest_bytes": len(served),
         "gunicorn": {"workers": _default_workers(), "threads": 4, "worker_class": "gthread"},
-        "results": {status: _summarise(rows) for status, rows in samples.items()},
+        "results": {status: _summarise(samples[status], pairs[status]) for status in samples},
         "targets": {
             "production_layout_vs_nginx_static": ">= 0.9",
             "pinserver_serve_vs_nginx_static": ">= 0.12",
@@ -303,17 +384,18 @@ def run(
     }
 
 
-def _summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    base = rows[BASELINE]
+def _summarise(
+    rows: dict[str, list[dict[str, Any]]], pairs: dict[str, list[float]]
+) -> dict[str, Any]:
     out = {}
     for name, samples in rows.items():
+        ratios = pairs.get(name, [1.0])
         out[name] = {
             "rps": round(median([s["rps"] for s in samples]), 1),
             "p50_ms": round(median([s["p50_ms"] for s in samples]), 3),
             "p99_ms": round(median([s["p99_ms"] for s in samples]), 3),
-            "ratio_to_nginx_static": round(
-                median([s["rps"] / b["rps"] for s, b in zip(samples, base, strict=True)]), 3
-            ),
+            "ratio_to_nginx_static": round(median(ratios), 3),
+            "ratio_runs": [round(r, 3) for r in ratios],
             "rps_runs": [s["rps"] for s in samples],
         }
     return out
@@ -322,7 +404,7 @@ def _summarise(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--pinsets", type=int, default=10)
     parser.add_argument(

@@ -80,9 +80,12 @@ def _timestamp_value(value: object, *, field: str, issued_at: datetime) -> objec
             raise FormatError("timestamps have second precision", field=field)
         return format_timestamp(value)
     if isinstance(value, str):
-        delta = _duration(value)
-        if delta is not None:
-            return format_timestamp(issued_at + delta)
+        try:
+            delta = _duration(value)
+            if delta is not None:
+                return format_timestamp(issued_at + delta)
+        except OverflowError as e:
+            raise FormatError(f"duration {value!r} reaches past year 9999", field=field) from e
     return value
 
 
@@ -98,6 +101,8 @@ def _decode_pins_file(data: bytes, *, filename: str) -> dict[str, Any]:
         raise FormatError("not valid UTF-8", field=filename) from e
     except tomllib.TOMLDecodeError as e:
         raise FormatError(f"not valid TOML: {e}", field=filename) from e
+    except RecursionError as e:  # tomllib recurses into nested arrays and tables
+        raise FormatError("nests too deeply", field=filename) from e
 
 
 def parse_pins_file(data: bytes, *, filename: str, issued_at: datetime) -> PinsSpec:

@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pinserver._strictjson import dumps_canonical, loads_object
-from pinserver.errors import FormatError, TooLargeError
+from pinserver.envelope import MAX_SIGNATURES
+from pinserver.errors import FormatError
 from pinserver.keys import PublicKey, b64decode_strict
 
 SPEC_VERSION = 1
@@ -55,7 +56,9 @@ def parse_timestamp(value: object, *, field: str) -> datetime:
 def format_timestamp(moment: datetime) -> str:
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Not strftime("%Y"): glibc writes year 1 as "1", which parse_timestamp refuses.
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
 def _int(obj: Mapping[str, Any], key: str, *, where: str, low: int, high: int) -> int:
@@ -216,7 +219,9 @@ class Root:
                 raise FormatError(f"keyid(s) not in keys: {unknown}", field=f"{where}keyids")
             if not keyids:
                 raise FormatError("a role needs at least one key", field=f"{where}keyids")
-            threshold = _int(spec, "threshold", where=where, low=1, high=len(keyids))
+            # An envelope carries at most MAX_SIGNATURES: a higher threshold is unreachable.
+            high = min(len(keyids), MAX_SIGNATURES)
+            threshold = _int(spec, "threshold", where=where, low=1, high=high)
             roles[name] = Role(keyids=tuple(keyids), threshold=threshold)
         shared = set(roles["root"].keyids) & set(roles["publisher"].keyids)
         if shared:
@@ -291,8 +296,11 @@ class PinSet:
         expires = parse_timestamp(obj["expires"], field=f"{where}expires")
         raw_pins = _list(obj, "pins", where=where)
         if len(raw_pins) > MAX_PINS_PER_SET:
-            raise TooLargeError(
-                f"{len(raw_pins)} pins; at most {MAX_PINS_PER_SET} a set", field=f"{where}pins"
+            # A rule of the signed document (422), not a request-size limit (413).
+            raise FormatError(
+                f"{len(raw_pins)} pins; at most {MAX_PINS_PER_SET} a set",
+                field=f"{where}pins",
+                code="too_many_pins",
             )
         pins = []
         for j, raw_pin in enumerate(raw_pins):

@@ -64,7 +64,7 @@ class Envelope:
             missing = sorted({"payloadType", "payload", "signatures"} - set(obj))
             raise EnvelopeError(
                 f"envelope fields must be payloadType, payload, signatures"
-                f" (missing {missing}, unknown {extra})"
+                f" (missing {missing}, unknown {_few(extra)})"
             )
         payload_type = obj["payloadType"]
         if not isinstance(payload_type, str):
@@ -109,6 +109,14 @@ class Envelope:
         if signature.keyid in self.keyids:
             raise ValueError(f"the envelope is already signed by {signature.keyid}")
         return replace(self, signatures=(*self.signatures, signature))
+
+
+def _few(names: list[str], *, count: int = 5, chars: int = 40) -> str:
+    """Some of an untrusted list of names for an error message: an error must not echo
+    a megabyte of the attacker's input back (HTTP body, logs)."""
+    shown = [repr(n if len(n) <= chars else n[:chars] + "...") for n in names[:count]]
+    more = f" and {len(names) - count} more" if len(names) > count else ""
+    return f"[{', '.join(shown)}]{more}"
 
 
 def sign(envelope: Envelope, key: PrivateKey) -> Envelope:

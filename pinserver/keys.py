@@ -165,11 +165,18 @@ def write_new_file(path: Path, data: bytes, *, mode: int) -> None:
     except OSError as e:
         raise KeyFileError(f"cannot create {path}: {e.strerror}") from e
     try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            os.fchmod(fd, mode)
+            remaining = memoryview(data)
+            while remaining:  # os.write may write less than asked (disk full, quota)
+                remaining = remaining[os.write(fd, remaining) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        # A truncated key file must not survive: it would pass for the key and block retries.
+        path.unlink(missing_ok=True)
+        raise KeyFileError(f"cannot write {path}: {e.strerror}") from e
 
 
 def write_key_pair(
@@ -182,7 +189,11 @@ def write_key_pair(
         if path.exists():
             raise KeyFileError(f"{path} exists; refusing to overwrite a key file")
     write_new_file(private_path, key.to_pem(passphrase), mode=0o600)
-    write_new_file(public_path, key.public_key.to_pem(), mode=0o644)
+    try:
+        write_new_file(public_path, key.public_key.to_pem(), mode=0o644)
+    except KeyFileError:
+        private_path.unlink(missing_ok=True)  # never half a pair
+        raise
     return private_path, public_path
 
 

@@ -15,7 +15,7 @@ Codes, in the order they are reported:
 * ``backup_pin_required`` (error) -- fewer than 2 pins or no ``backup`` pin;
   one finding per offending host, from the raw JSON, before strict parsing.
 * any :class:`~pinserver.errors.FormatError` code (error) -- the first schema
-  violation strict parsing finds (``invalid_document``, ``too_large``, ...).
+  violation strict parsing finds (``invalid_document``, ``too_many_pins``, ...).
 * ``expires_after_root`` (error) -- the manifest outlives the root it is signed under.
 * ``pin_not_in_live_chain`` (error) -- no pin of the host's set is in its live chain.
 * ``live_host_not_pinned`` (warning) -- a live chain was given for a host no pin set covers.

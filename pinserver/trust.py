@@ -327,9 +327,15 @@ def verify_history_entry(
 def advance_time_floor(
     floor: datetime | None, accepted: Manifest, reference_time: datetime, skew: timedelta
 ) -> datetime:
-    """The newest ``issued_at`` accepted, never beyond what the clock (plus skew) allows,
-    so that one manifest with a wild ``issued_at`` cannot push the floor into the future."""
-    candidate = min(accepted.issued_at, reference_time + skew)
+    """The newest ``issued_at`` accepted, never beyond ``reference_time``, so that a
+    manifest with a wild ``issued_at`` cannot push the floor into the future.
+
+    No skew is added: callers judge with ``effective_time`` (never earlier than the
+    floor), so a cap of ``reference_time + skew`` let every re-acceptance of such a
+    manifest move the floor another ``skew`` past the real clock until every honest
+    manifest looked expired. ``skew`` is kept for the callers' signature only."""
+    del skew  # see above: adding it would let the floor ratchet
+    candidate = min(accepted.issued_at, reference_time)
     return candidate if floor is None else max(floor, candidate)
 
 

@@ -41,6 +41,9 @@ HINTS: dict[str, str] = {
     "already_signed": "each key signs once; the next holder signs with their own key",
     "unauthorized": "put the publish token in PINSERVER_PUBLISH_TOKEN (or --token-env VAR)",
     "not_initialised": "install root 1 on the server host first (`pinserver init --root ROOT`)",
+    "no_manifest": "publish the first manifest: `manifest new --first`, `sign`, `publish`",
+    "not_confirmed": "check every replica serves the new version (GET /v1/manifest.json)",
+    "root_substituted": "check --server and --root: this server does not serve your root",
 }
 
 

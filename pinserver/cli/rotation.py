@@ -9,6 +9,8 @@ Documents are built by :mod:`pinserver.authoring`, judged by :mod:`pinserver.lin
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -459,7 +461,56 @@ def renew_command(
     )
 
 
+# --- drill ----------------------------------------------------------------------------------
+
+
+@click.command("drill")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Work here (must be empty or new; default: a temporary directory).",
+)
+@click.option("--keep", is_flag=True, help="Keep the work directory (keys, store, logs).")
+@click.pass_context
+def drill_command(ctx: click.Context, *, workdir: Path | None, keep: bool) -> None:
+    """Rehearse every runbook against a throwaway local deployment.
+
+    Throwaway keys, a root, `pinserver serve` on a free 127.0.0.1 port, a local TLS host
+    with two throwaway CAs, and a real client; then the runbooks of docs/operations.md
+    one after another: first publication, emergency rotation after a CA switch, renew,
+    publisher key compromise, root key rotation, history and monitor. Each step prints
+    PASS or FAIL with the commands it ran; exit 1 on any failure (the work directory is
+    then kept as evidence). Run it after upgrades and before you need a runbook.
+
+    \b
+    Example:
+      pinserver drill --workdir /tmp/drill --keep
+    """
+    from pinserver.drill import run_drill  # noqa: PLC0415 (only this command needs it)
+
+    if workdir is not None and workdir.exists() and any(workdir.iterdir()):
+        raise click.BadParameter(f"{workdir} is not empty", param_hint="--workdir")
+    directory = workdir or Path(tempfile.mkdtemp(prefix="pinserver-drill-"))
+    click.echo(f"pinserver drill: rehearsing the runbooks in {directory}")
+    outcome = run_drill(ctx.find_root().command, directory, click.echo)
+    passed = sum(1 for r in outcome.results if r.passed)
+    if outcome.passed:
+        click.echo(f"drill PASSED: {passed} of {outcome.total} steps")
+    else:
+        click.echo(
+            f"drill FAILED: {passed} of {outcome.total} steps passed; work directory kept:"
+            f" {directory}",
+            err=True,
+        )
+        ctx.exit(1)
+    if keep:
+        click.echo(f"kept {directory}")
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def register(group: click.Group) -> None:
     """Add this module's commands to the pinserver group."""
     group.add_command(rotate_command)
     group.add_command(renew_command)
+    group.add_command(drill_command)

@@ -20,9 +20,7 @@ MANIFEST = "/v1/manifest.json"
 
 
 def _unsigned(stage: Stage) -> bytes:
-    return stage.deployment.next_manifest(
-        signers=[], pinsets=stage.attacker_pinsets(), **window()
-    )
+    return stage.deployment.next_manifest(signers=[], pinsets=stage.attacker_pinsets(), **window())
 
 
 def _signed_by_the_attacker(stage: Stage) -> bytes:
@@ -57,12 +55,21 @@ def _genuinely_signed_but_relabelled_as_a_root(stage: Stage) -> bytes:
 CASES: list[tuple[str, Callable[[Stage], bytes], type[Exception]]] = [
     ("unsigned manifest", _unsigned, SignatureError),
     ("signed by the attacker's own keys", _signed_by_the_attacker, SignatureError),
-    ("genuine signatures on a forged payload", _genuine_signatures_on_a_forged_payload,
-     SignatureError),
-    ("publisher keyids over garbage signatures", _keyids_of_the_publisher_with_garbage_signatures,
-     SignatureError),
-    ("genuine manifest relabelled with another payloadType",
-     _genuinely_signed_but_relabelled_as_a_root, EnvelopeError),
+    (
+        "genuine signatures on a forged payload",
+        _genuine_signatures_on_a_forged_payload,
+        SignatureError,
+    ),
+    (
+        "publisher keyids over garbage signatures",
+        _keyids_of_the_publisher_with_garbage_signatures,
+        SignatureError,
+    ),
+    (
+        "genuine manifest relabelled with another payloadType",
+        _genuinely_signed_but_relabelled_as_a_root,
+        EnvelopeError,
+    ),
 ]
 
 

@@ -20,8 +20,11 @@ MANIFEST = "/v1/manifest.json"
 
 CASES: list[tuple[str, Rule, str]] = [
     ("endless body", ENDLESS, "response_too_large"),
-    ("oversized body with its length declared", Replace(b" " * (MAX_ENVELOPE_BYTES + 1)),
-     "response_too_large"),
+    (
+        "oversized body with its length declared",
+        Replace(b" " * (MAX_ENVELOPE_BYTES + 1)),
+        "response_too_large",
+    ),
     ("body trickled a byte at a time", Trickle(0.05), "fetch_timeout"),
     ("request held without an answer", Hold(), "fetch_timeout"),
 ]

@@ -32,8 +32,12 @@ def test_a_second_manifest_with_the_same_version_is_refused(
     with serving(new_deployment()) as upstream:
         legitimate_history(upstream)
         deployment = upstream.deployment
-        branch_a = deployment.next_manifest(pinsets=[pinset(HOST, [fake_pin("branch A")])], **window())
-        branch_b = deployment.next_manifest(pinsets=[pinset(HOST, [fake_pin("branch B")])], **window())
+        branch_a = deployment.next_manifest(
+            pinsets=[pinset(HOST, [fake_pin("branch A")])], **window()
+        )
+        branch_b = deployment.next_manifest(
+            pinsets=[pinset(HOST, [fake_pin("branch B")])], **window()
+        )
         assert upstream.post("/v1/manifests", branch_a).status_code == 201
         deployment.manifests.append(branch_a)
         refused = upstream.post("/v1/manifests", branch_b)

@@ -7,7 +7,6 @@ unsigned hostile payload is refused as unsigned without being parsed at all."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from pinserver.envelope import MANIFEST_TYPE, Envelope, sign
@@ -21,8 +20,7 @@ DEPTH = 100_000
 
 def _envelope_text(payload_b64: str = "e30=", extra: str = "") -> bytes:
     return (
-        f'{{"payloadType": "{MANIFEST_TYPE}", "payload": "{payload_b64}",'
-        f' "signatures": []{extra}}}'
+        f'{{"payloadType": "{MANIFEST_TYPE}", "payload": "{payload_b64}", "signatures": []{extra}}}'
     ).encode()
 
 
@@ -32,7 +30,7 @@ HOSTILE: dict[str, bytes] = {
     "huge integer": _envelope_text(extra=', "x": ' + "9" * 100_000),
     "huge float": _envelope_text(extra=', "x": 1e999999'),
     "NaN": _envelope_text(extra=', "x": NaN'),
-    "duplicate keys": _envelope_text() [:-1] + b', "payload": "e30="}',
+    "duplicate keys": _envelope_text()[:-1] + b', "payload": "e30="}',
     "invalid UTF-8": _envelope_text().replace(b"e30=", b"\xff\xfe\xfd"),
     "lone surrogate": _envelope_text().replace(b"e30=", b"\\ud800"),
     "byte order mark": b"\xef\xbb\xbf" + _envelope_text(),

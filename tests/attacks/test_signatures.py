@@ -74,8 +74,9 @@ def test_root_keys_cannot_sign_manifests_nor_publisher_keys_roots(stage: Stage) 
         root_document(3, stage.deployment.root_keys, attacker), stage.deployment.publisher_keys
     )
     stage.mitm.rules[MANIFEST] = Replace(
-        stage.deployment.next_manifest(signers=attacker, pinsets=stage.attacker_pinsets(),
-                                       **window())
+        stage.deployment.next_manifest(
+            signers=attacker, pinsets=stage.attacker_pinsets(), **window()
+        )
     )
     stage.mitm.rules["/v1/roots/3.json"] = Replace(forged_root)
     with pytest.raises(SignatureError):

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pinserver.documents import MAX_PINS_PER_SET, Manifest, Root
-from pinserver.errors import FormatError, PinserverError, TooLargeError
+from pinserver.errors import FormatError, PinserverError
 from pinserver.keys import b64encode
 from pinserver.trust import TrustedSet
 from tests.core.helpers import (
@@ -336,8 +336,8 @@ MANIFEST_CASES = [
         "33 pins",
         manifest_with(put(f"{P0}.pins", pins(MAX_PINS_PER_SET + 1))),
         "pinsets[0].pins",
-        TooLargeError,
-        "too_large",
+        FormatError,
+        "too_many_pins",
     ),
     BadCase(
         "no pins",

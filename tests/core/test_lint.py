@@ -276,7 +276,7 @@ def test_backup_rule_on_a_manifest_object_built_without_validation() -> None:
         (_raw_manifest(GOOD_SET, extra=1), "invalid_document"),
         (
             _raw_manifest(_set_json("big.example.com", [(str(i), "backup") for i in range(33)])),
-            "too_large",
+            "too_many_pins",
         ),
     ],
     ids=["not JSON", "not an object", "poll_interval out of range", "unknown field", "33 pins"],

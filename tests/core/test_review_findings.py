@@ -188,9 +188,7 @@ def test_payload_type_is_bound_by_pae_and_by_the_payload_type_field() -> None:
         verify_manifest_signatures(root, signed(root_payload, [publisher]))
 
 
-def test_one_key_signing_many_times_counts_once_and_a_bad_copy_does_not_hide_a_good_one() -> (
-    None
-):
+def test_a_key_counts_once_and_a_forged_copy_does_not_hide_its_good_signature() -> None:
     a, b, root_key = key("dup-a"), key("dup-b"), key("dup-root")
     root = root_document(1, [root_key], [a, b], publisher_threshold=2)
     payload = manifest_document(1).to_bytes()
@@ -238,3 +236,21 @@ def test_manifest_signed_by_a_root_key_is_not_a_manifest() -> None:
     root = root_document(1, [root_key], [publisher])
     with pytest.raises(SignatureError):
         verify_manifest_signatures(root, manifest_envelope(manifest_document(1), [root_key]))
+
+
+# --- finding 6: a threshold no envelope can meet -----------------------------------
+
+
+def test_a_threshold_above_the_signature_cap_is_refused() -> None:
+    """An envelope carries at most 64 signatures, so a publisher threshold of 65 (which
+    the schema allowed with 65 keys) would be a root under which nothing can ever be
+    published, and a root threshold of 65 a root that can never be rotated."""
+    publishers = [key(f"cap-pub-{i}") for i in range(65)]
+    raw = json.loads(
+        root_document(1, [key("cap-root")], publishers, publisher_threshold=64).to_bytes()
+    )
+    Root.from_dict(raw)  # 64 of 65 is reachable
+    raw["roles"]["publisher"]["threshold"] = 65
+    with pytest.raises(FormatError) as info:
+        Root.from_dict(raw)
+    assert info.value.field == "roles.publisher.threshold"

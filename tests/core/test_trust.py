@@ -449,7 +449,7 @@ def test_publisher_change_detection() -> None:
 # --- time floor -------------------------------------------------------------------------
 
 
-def test_time_floor_tracks_newest_issued_at_capped_at_now_plus_skew() -> None:
+def test_time_floor_tracks_newest_issued_at_capped_at_now() -> None:
     hour = timedelta(hours=1)
     m_old = manifest_document(1, issued_at=NOW - 2 * hour)
     m_new = manifest_document(2, previous="0" * 64, issued_at=NOW - hour)
@@ -459,7 +459,7 @@ def test_time_floor_tracks_newest_issued_at_capped_at_now_plus_skew() -> None:
     floor = advance_time_floor(floor, m_new, NOW, SKEW)
     assert floor == NOW - hour
     assert advance_time_floor(floor, m_old, NOW, SKEW) == NOW - hour  # never decreases
-    assert advance_time_floor(floor, m_wild, NOW, SKEW) == NOW + SKEW  # capped
+    assert advance_time_floor(floor, m_wild, NOW, SKEW) == NOW  # capped, no skew
 
 
 def test_clock_wound_back_cannot_revive_an_expired_manifest() -> None:
