@@ -11,12 +11,17 @@ key                       environment                     default
 ``PUBLISH_TOKEN``         ``PINSERVER_PUBLISH_TOKEN``     none (signatures alone suffice)
 ``ADMIN_TOKEN``           ``PINSERVER_ADMIN_TOKEN``       none (``GET /v1/reports`` off)
 ``TRUSTED_PROXIES``       ``PINSERVER_TRUSTED_PROXIES``   0 (use the socket's address)
-``HEAD_CHECK_INTERVAL``   ``PINSERVER_HEAD_CHECK``        1.0 s (hot path staleness bound)
+``HEAD_CHECK_INTERVAL``   ``PINSERVER_HEAD_CHECK``        1.0 s with SQLite, 0 with PostgreSQL
 ``REPORT_BURST``          ``PINSERVER_REPORT_BURST``      10 reports
 ``REPORT_PER_HOUR``       ``PINSERVER_REPORT_PER_HOUR``   60 reports
 ``CHECK_INTEGRITY``                                       True (gunicorn's master does it)
 ``STORE``                                                 an open Store to use instead
 ========================  ==============================  ==============================
+
+``HEAD_CHECK_INTERVAL`` is how often a worker asks the store whether the head moved
+(see :mod:`pinserver.server.hotpath`). The PostgreSQL store answers ``head()`` from its
+LISTEN connection without a round trip, so there every poll asks, and a publication on
+another replica is served within the NOTIFY latency; SQLite's ``head()`` is a query.
 """
 
 from __future__ import annotations
@@ -36,6 +41,21 @@ from pinserver.server.state import ServerState
 from pinserver.store import DEFAULT_DATA_DIR, open_store
 
 
+SQLITE_HEAD_CHECK_INTERVAL = 1.0
+POSTGRES_HEAD_CHECK_INTERVAL = 0.0
+
+
+def _float_or_none(raw: str | None) -> float | None:
+    return float(raw) if raw else None
+
+
+def head_check_interval(configured: float | None, database_url: str | None) -> float:
+    """The hot path's head check interval: as configured, else by backend."""
+    if configured is not None:
+        return float(configured)
+    return POSTGRES_HEAD_CHECK_INTERVAL if database_url else SQLITE_HEAD_CHECK_INTERVAL
+
+
 def _env_settings() -> dict[str, Any]:
     env = os.environ
     return {
@@ -44,7 +64,7 @@ def _env_settings() -> dict[str, Any]:
         "PUBLISH_TOKEN": env.get("PINSERVER_PUBLISH_TOKEN") or None,
         "ADMIN_TOKEN": env.get("PINSERVER_ADMIN_TOKEN") or None,
         "TRUSTED_PROXIES": int(env.get("PINSERVER_TRUSTED_PROXIES") or 0),
-        "HEAD_CHECK_INTERVAL": float(env.get("PINSERVER_HEAD_CHECK") or 1.0),
+        "HEAD_CHECK_INTERVAL": _float_or_none(env.get("PINSERVER_HEAD_CHECK")),
         "REPORT_BURST": int(env.get("PINSERVER_REPORT_BURST") or 10),
         "REPORT_PER_HOUR": float(env.get("PINSERVER_REPORT_PER_HOUR") or 60),
         "CHECK_INTEGRITY": True,
@@ -70,12 +90,18 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     store = app.config["STORE"] or open_store(data_dir, app.config["DATABASE_URL"])
     if app.config["CHECK_INTEGRITY"]:
         store.check_integrity()
-    generation = data_dir / GENERATION_FILE if not app.config["DATABASE_URL"] else None
-    if generation is not None:
+    if not app.config["DATABASE_URL"]:
         data_dir.mkdir(parents=True, exist_ok=True)
+    # The generation file tells the other workers on this machine at once; with
+    # PostgreSQL it is used when there is a data directory (never created for it).
+    generation = data_dir / GENERATION_FILE if data_dir.is_dir() else None
     metrics = Metrics(data_dir / "metrics" if data_dir.is_dir() else None)
     cache = ManifestCache(
-        store, generation_file=generation, check_interval=app.config["HEAD_CHECK_INTERVAL"]
+        store,
+        generation_file=generation,
+        check_interval=head_check_interval(
+            app.config["HEAD_CHECK_INTERVAL"], app.config["DATABASE_URL"]
+        ),
     )
     state = ServerState(
         store=store,

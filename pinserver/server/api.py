@@ -145,7 +145,8 @@ def _reason() -> str | None:
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    head = _state().store.head()
+    # What this worker serves: the hot path's view, as fresh as the polls it answers.
+    head = _state().cache.current().head
     return _json(
         {
             "status": "ok",

@@ -8,10 +8,13 @@ strong ETag and ready-made header lists in :class:`ManifestCache`.
 Staleness. A worker that accepts a publication rewrites a small *generation file*
 in the data directory after the commit. Every poll ``stat()``\\ s that file (about
 a microsecond), so on one machine a publication on any worker is served by every
-worker from the next request on. As a backstop (a worker killed between commit and
-rewrite, a file system with coarse timestamps, replicas on other machines sharing a
-PostgreSQL store) each worker also asks the store for its head at most once every
-``check_interval`` seconds (1 s by default): that is the worst-case staleness bound.
+worker from the next request on; when the file moved, the worker asks the store
+itself (not a head the store may have memoised). As a backstop (a worker killed
+between commit and rewrite, a file system with coarse timestamps, replicas on other
+machines sharing a PostgreSQL store) each worker also asks the store for its head at
+most once every ``check_interval`` seconds: 1 s with SQLite, where that is the
+worst-case staleness bound; 0 with PostgreSQL, whose ``head()`` follows LISTEN
+notifications without a round trip (milliseconds; at worst the store's ``head_ttl``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pinserver.store.base import Store, StoreHead
+from pinserver.store.base import Store, StoredManifest, StoreHead
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +131,15 @@ class ManifestCache:
                 and self._clock() < self._next_check
             ):
                 return entry  # another thread refreshed while we waited for the lock
-            head = self._store.head()
+            latest: StoredManifest | None = None
+            if entry is not None and stamp != self._stamp:
+                # Another worker here committed: ask the store, not a memoised head.
+                head, latest = self._query_store()
+            else:
+                head = self._store.head()
             if force or entry is None or head != entry.head:
-                latest = self._store.latest_manifest() if head.manifest_version else None
+                if latest is None and head.manifest_version:
+                    latest = self._store.latest_manifest()
                 entry = _build(
                     head,
                     latest.envelope if latest else None,
@@ -140,6 +149,15 @@ class ManifestCache:
             self._stamp = stamp
             self._next_check = self._clock() + self._check_interval
             return entry
+
+    def _query_store(self) -> tuple[StoreHead, StoredManifest | None]:
+        latest = self._store.latest_manifest()
+        root = self._store.latest_root()
+        head = StoreHead(
+            root_version=root.version if root else 0,
+            manifest_version=latest.version if latest else 0,
+        )
+        return head, latest
 
     def bump(self) -> None:
         """Tell every worker on this machine that the store changed (after a commit)."""

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask
@@ -61,7 +62,7 @@ def requests_(draw: st.DrawFn, seeds: tuple[bytes, bytes]) -> dict[str, Any]:
     template = draw(st.sampled_from(PATHS))
     number = draw(st.one_of(st.integers(-5, 2**64).map(str), st.text(max_size=10), st.just("1")))
     text = draw(st.text(max_size=30))
-    path = template.format(n=number, t=text)
+    path = template.format(n=quote(number, safe=""), t=quote(text, safe=""))
     query = draw(
         st.dictionaries(
             st.sampled_from(["after", "limit", "before", "version", "x"]),
@@ -172,7 +173,9 @@ def test_no_request_gets_a_500_or_changes_the_store(
         data=request["body"],
     )
     assert response.status_code < 500, response.get_data()
-    if response.status_code >= 400 and request["method"] != "HEAD":
+    html_page = request["path"].startswith("/audit") and response.mimetype == "text/html"
+    if response.status_code >= 400 and request["method"] != "HEAD" and not html_page:
+        # The API's one error shape; the auditor's HTML pages answer humans in HTML.
         error = json.loads(response.get_data())["error"]
         assert isinstance(error["code"], str)
         assert isinstance(error["message"], str)

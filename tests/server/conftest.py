@@ -1,5 +1,7 @@
 """Fixtures for the service tests: a deployment with manifests valid *now* (the
-service judges publications by its own clock), and a Flask app on a SQLite store."""
+service judges publications by its own clock), and the service's state on each store
+backend (``store_backend``: SQLite in the data directory, or a fresh PostgreSQL
+database of its own on the session's throwaway server)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +20,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from pinserver.server import create_app
-from pinserver.store.sqlite import SQLiteStore
+from pinserver.store.base import Store
 from tests.factory import Deployment
-from tests.support.gunicorn import init_store
+from tests.support.backends import Backend
+from tests.support.gunicorn import ServerProcess, init_store, running_server_process
 
 JSON = {"Content-Type": "application/json"}
 
@@ -39,6 +44,47 @@ def next_manifest(d: Deployment, **extra: Any) -> bytes:
 
 def publish(d: Deployment, **extra: Any) -> bytes:
     return d.publish(**window(**extra))
+
+
+@dataclass(frozen=True)
+class Service:
+    """Where one service under test keeps its state: a data directory (SQLite file,
+    generation file, metrics) and a store backend (that file, or a database)."""
+
+    data_dir: Path
+    backend: Backend
+
+    def open_store(self) -> Store:
+        return self.backend.open_store(self.data_dir)
+
+    def init(self, deployment: Deployment, *, publish: bool = False) -> None:
+        """Install the deployment's root 1 (and with ``publish`` its history so far)."""
+        init_store(
+            self.data_dir, deployment, publish=publish, database_url=self.backend.database_url
+        )
+
+    def app(self, **config: Any) -> Flask:
+        return create_app(
+            {"DATA_DIR": str(self.data_dir), "TESTING": True, **self.backend.app_config(), **config}
+        )
+
+    def running(
+        self, *, workers: int = 2, env: dict[str, str] | None = None
+    ) -> AbstractContextManager[ServerProcess]:
+        """A real gunicorn on this state (see tests.support.gunicorn)."""
+        return running_server_process(
+            self.data_dir,
+            workers=workers,
+            env={**self.backend.server_env(), **(env or {})},
+        )
+
+    def state(self) -> tuple[object, ...]:
+        """Everything a rejected request must leave untouched."""
+        store = self.open_store()
+        try:
+            return (store.head(), store.roots(), store.manifests_after(0, 1000), store.reports())
+        finally:
+            store.close()
 
 
 @pytest.fixture
@@ -62,20 +108,24 @@ def fast_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def data_dir(fast_dir: Path, deployment: Deployment) -> Path:
-    """A store holding the deployment's root 1 and its first manifest."""
-    publish(deployment)
-    init_store(fast_dir / "data", deployment, publish=True)
-    return fast_dir / "data"
-
-
-def make_app(data_dir: Path, **config: Any) -> Flask:
-    return create_app({"DATA_DIR": str(data_dir), "TESTING": True, **config})
+def empty_service(fast_dir: Path, store_backend: Backend) -> Service:
+    """A service whose store has nothing in it yet (not even root 1)."""
+    data_dir = fast_dir / "data"
+    data_dir.mkdir()
+    return Service(data_dir, store_backend)
 
 
 @pytest.fixture
-def app(data_dir: Path) -> Iterator[Flask]:
-    app = make_app(data_dir)
+def service(empty_service: Service, deployment: Deployment) -> Service:
+    """A service whose store holds the deployment's root 1 and its first manifest."""
+    publish(deployment)
+    empty_service.init(deployment, publish=True)
+    return empty_service
+
+
+@pytest.fixture
+def app(service: Service) -> Iterator[Flask]:
+    app = service.app()
     yield app
     app.extensions["pinserver"].store.close()
 
@@ -83,12 +133,3 @@ def app(data_dir: Path) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-def store_state(data_dir: Path) -> tuple[object, ...]:
-    """Everything a rejected request must leave untouched."""
-    store = SQLiteStore(data_dir)
-    try:
-        return (store.head(), store.roots(), store.manifests_after(0, 1000), store.reports())
-    finally:
-        store.close()

@@ -1,5 +1,6 @@
 """The HTTP API through Flask's test client: the bulk tables of bad input and every
-refusal, each a JSON error with a stable code, the store unchanged, never a 500."""
+refusal, each a JSON error with a stable code, the store unchanged, never a 500.
+Every test runs on both store backends (the ``service`` fixture)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -23,7 +23,7 @@ from tests.factory import (
     payload_hash,
     pinset,
 )
-from tests.server.conftest import JSON, make_app, next_manifest, now, store_state, window
+from tests.server.conftest import JSON, Service, next_manifest, now, window
 
 
 def _envelope_dict(body: bytes) -> dict[str, object]:
@@ -203,9 +203,9 @@ BAD_PUBLICATIONS = [
 
 @pytest.mark.parametrize("case", BAD_PUBLICATIONS, ids=lambda c: c.name)
 def test_bad_publication_is_refused_with_a_code(
-    case: Bad, client: FlaskClient, deployment: Deployment, data_dir: Path
+    case: Bad, client: FlaskClient, deployment: Deployment, service: Service
 ) -> None:
-    before = store_state(data_dir)
+    before = service.state()
     headers = {"Content-Type": case.content_type} if case.content_type else {}
     response = client.post("/v1/manifests", data=case.make(deployment), headers=headers)
     assert response.status_code == case.status, response.get_data(as_text=True)
@@ -215,7 +215,7 @@ def test_bad_publication_is_refused_with_a_code(
     assert error["message"]
     if case.status == 409:
         assert error["latest_version"] == 1
-    assert store_state(data_dir) == before
+    assert service.state() == before
 
 
 def _root_3(d: Deployment) -> bytes:
@@ -246,13 +246,13 @@ def _root_3(d: Deployment) -> bytes:
 
 @pytest.mark.parametrize("case", BAD_ROOTS, ids=lambda c: c.name)
 def test_bad_root_is_refused(
-    case: Bad, client: FlaskClient, deployment: Deployment, data_dir: Path
+    case: Bad, client: FlaskClient, deployment: Deployment, service: Service
 ) -> None:
-    before = store_state(data_dir)
+    before = service.state()
     response = client.post("/v1/roots", data=case.make(deployment), headers=JSON)
     assert response.status_code == case.status, response.get_data(as_text=True)
     assert response.get_json()["error"]["code"] == case.code
-    assert store_state(data_dir) == before
+    assert service.state() == before
 
 
 def test_invalid_root_document_is_422(client: FlaskClient, deployment: Deployment) -> None:
@@ -270,7 +270,7 @@ def test_invalid_root_document_is_422(client: FlaskClient, deployment: Deploymen
 
 
 def test_publish_records_source_and_reason(
-    client: FlaskClient, deployment: Deployment, data_dir: Path
+    client: FlaskClient, deployment: Deployment, service: Service
 ) -> None:
     body = next_manifest(deployment)
     response = client.post(
@@ -281,7 +281,7 @@ def test_publish_records_source_and_reason(
     assert response.status_code == 201
     assert response.get_json()["version"] == 2
     assert response.headers["Location"] == "/v1/manifests/2.json"
-    state = store_state(data_dir)
+    state = service.state()
     stored = state[2][-1]  # type: ignore[index]
     assert stored.reason == "emergency rotation, lint overridden"
     assert stored.source == "127.0.0.1"
@@ -299,8 +299,8 @@ def test_bad_reason_is_400(client: FlaskClient, deployment: Deployment, reason: 
     assert response.get_json()["error"]["code"] == "invalid_reason"
 
 
-def test_publish_token(data_dir: Path, deployment: Deployment) -> None:
-    app = make_app(data_dir, PUBLISH_TOKEN="s3cret-token")
+def test_publish_token(service: Service, deployment: Deployment) -> None:
+    app = service.app(PUBLISH_TOKEN="s3cret-token")
     client = app.test_client()
     body = next_manifest(deployment)
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
@@ -370,19 +370,17 @@ def test_refusals_are_json(
     assert response.get_json()["error"]["code"] == code
 
 
-def test_no_manifest_yet_is_404(tmp_path: Path) -> None:
-    from tests.support.gunicorn import init_store
-
-    init_store(tmp_path, Deployment())
-    app = make_app(tmp_path)
+def test_no_manifest_yet_is_404(empty_service: Service) -> None:
+    empty_service.init(Deployment())
+    app = empty_service.app()
     response = app.test_client().get("/v1/manifest.json")
     assert response.status_code == 404
     assert response.get_json()["error"]["code"] == "no_manifest"
     app.extensions["pinserver"].store.close()
 
 
-def test_uninitialised_store_is_503(tmp_path: Path) -> None:
-    app = make_app(tmp_path)
+def test_uninitialised_store_is_503(empty_service: Service) -> None:
+    app = empty_service.app()
     client = app.test_client()
     response = client.get("/v1/manifest.json")
     assert response.status_code == 503
@@ -453,17 +451,17 @@ def report(**changes: object) -> dict[str, object]:
     ],
 )
 def test_bad_reports(
-    client: FlaskClient, data_dir: Path, body: bytes, status: int, code: str
+    client: FlaskClient, service: Service, body: bytes, status: int, code: str
 ) -> None:
-    before = store_state(data_dir)
+    before = service.state()
     response = client.post("/v1/reports", data=body, headers=JSON)
     assert response.status_code == status
     assert response.get_json()["error"]["code"] == code
-    assert store_state(data_dir) == before
+    assert service.state() == before
 
 
-def test_reports_are_rate_limited_and_readable_by_admins(data_dir: Path) -> None:
-    app = make_app(data_dir, ADMIN_TOKEN="admin-token", REPORT_BURST=3, REPORT_PER_HOUR=1)
+def test_reports_are_rate_limited_and_readable_by_admins(service: Service) -> None:
+    app = service.app(ADMIN_TOKEN="admin-token", REPORT_BURST=3, REPORT_PER_HOUR=1)
     client = app.test_client()
     statuses = [client.post("/v1/reports", json=report(port=443 + i)).status_code for i in range(5)]
     assert statuses == [202, 202, 202, 429, 429]

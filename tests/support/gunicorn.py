@@ -5,7 +5,9 @@
 
 ``init_store(data_dir, deployment)`` installs a :class:`tests.factory.Deployment`'s
 root 1 (and optionally publishes its manifests) straight into the store, as
-``pinserver init`` does on the server host.
+``pinserver init`` does on the server host. Both take ``database_url=`` to use a
+PostgreSQL database instead of the SQLite file in ``data_dir`` (which the server still
+uses for its metrics and generation file).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def running_server_process(
     workers: int = 2,
     threads: int = 4,
     env: Mapping[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[ServerProcess]:
     """Like :func:`running_server`, yielding the :class:`ServerProcess` (pids, log)."""
     data_dir = Path(data_dir)
@@ -93,6 +96,7 @@ def running_server_process(
         "PINSERVER_THREADS": str(threads),
         "PINSERVER_ACCESS_LOG": "-",
         "PYTHONUNBUFFERED": "1",
+        **({"PINSERVER_DATABASE_URL": database_url} if database_url else {}),
         **(env or {}),
     }
     log_path = data_dir / f"gunicorn-{port}.log"
@@ -119,10 +123,13 @@ def running_server(
     *,
     workers: int = 2,
     env: Mapping[str, str] | None = None,
+    database_url: str | None = None,
 ) -> Iterator[str]:
     """Start ``python -m gunicorn`` with pinserver on a free 127.0.0.1 port, wait until
     ``/healthz`` answers and every worker is up, yield the base URL, stop it cleanly."""
-    with running_server_process(data_dir, workers=workers, env=env) as server:
+    with running_server_process(
+        data_dir, workers=workers, env=env, database_url=database_url
+    ) as server:
         yield server.base_url
 
 
@@ -138,8 +145,8 @@ def _wait_healthy(server: ServerProcess, workers: int) -> None:
                 booted = server.log().count("Booting worker")
                 if booted >= workers:
                     return
-        except requests.ConnectionError:
-            pass
+        except requests.RequestException:
+            pass  # not listening yet, or no worker free to answer within the timeout
         time.sleep(0.05)
     _stop(server.process)
     raise RuntimeError(f"gunicorn did not become healthy in {STARTUP_DEADLINE} s:\n{server.log()}")
@@ -165,12 +172,14 @@ def init_store(
     *,
     publish: bool = False,
     now: datetime | None = None,
+    database_url: str | None = None,
 ) -> None:
-    """Install ``deployment``'s root 1 in a SQLite store in ``data_dir`` (as ``pinserver
-    init`` does); with ``publish=True`` also its later roots and its manifests so far,
-    each checked by the trust core as the service would (at ``now``, default the clock)."""
+    """Install ``deployment``'s root 1 in the store (as ``pinserver init`` does): the
+    SQLite file in ``data_dir``, or the PostgreSQL database at ``database_url``. With
+    ``publish=True`` also its later roots and its manifests so far, each checked by the
+    trust core as the service would (at ``now``, default the clock)."""
     now = now or datetime.now(UTC).replace(microsecond=0)
-    store = open_store(Path(data_dir))
+    store = open_store(Path(data_dir), database_url)
     try:
         store.install_first_root(verify_anchor_root(deployment.roots[0]), now=now)
         if not publish:
