@@ -1,6 +1,7 @@
 """Render the tables of docs/benchmarks.md from bench/results/*.json.
 
-    python -m bench.report            # prints Markdown; paste it under each heading
+    python -m bench.report                            # prints every table
+    python -m bench.report --update docs/benchmarks.md  # rewrites the marked tables
 
 The prose around the tables (what limits each figure, what was tried) is written
 by hand in docs/benchmarks.md; this only makes sure the numbers are the measured ones.
@@ -8,7 +9,10 @@ by hand in docs/benchmarks.md; this only makes sure the numbers are the measured
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from bench._common import RESULTS_DIR
@@ -33,21 +37,31 @@ def _provenance(doc: dict[str, Any]) -> str:
 
 def server(doc: dict[str, Any]) -> str:
     lines = [_provenance(doc), ""]
-    lines.append(f"wrk `{doc['wrk']}`, {doc['runs']} runs, manifest {doc['manifest_bytes']} bytes.")
-    lines.append("")
     lines.append(
-        _header("target", "200 req/s", "200 p50 / p99 ms", "200 ratio", "304 req/s")
-        + " 304 p50 / p99 ms | 304 ratio |"
+        f"wrk `{doc['wrk']}`, {doc['runs']} runs, manifest {doc['manifest_bytes']} bytes;"
+        " each target run paired with an nginx static run just before it."
     )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|")
-    r200, r304 = doc["results"]["200"], doc["results"]["304"]
-    for name in r200:
-        a, b = r200[name], r304[name]
+    for status in ("200", "304"):
+        rows = doc["results"][status]
+        lines += ["", f"**{status}**", ""]
         lines.append(
-            f"| {name} | {a['rps']:,.0f} | {a['p50_ms']:.2f} / {a['p99_ms']:.1f} |"
-            f" **{a['ratio_to_nginx_static']:.3f}x** | {b['rps']:,.0f} |"
-            f" {b['p50_ms']:.2f} / {b['p99_ms']:.1f} | **{b['ratio_to_nginx_static']:.3f}x** |"
+            _header("target", "req/s", "p50 / p99 ms", "req/s ratio", "server CPU µs/req")
+            + " CPU ratio |"
         )
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for name, r in rows.items():
+            lines.append(
+                f"| {name} | {r['rps']:,.0f} | {r['p50_ms']:.2f} / {r['p99_ms']:.1f} |"
+                f" **{r['ratio_to_nginx_static']:.3f}x** | {r['cpu_us_per_request']:.1f} |"
+                f" **{r['cpu_ratio_to_nginx_static']:.3f}x** |"
+            )
+    in_process = doc.get("in_process_us")
+    if in_process:
+        lines += ["", "In process (the WSGI app called directly, no server), µs per request:", ""]
+        lines.append("| app | 200 | 304 |")
+        lines.append("|---|---:|---:|")
+        for name, r in in_process.items():
+            lines.append(f"| {name} | {r['200_us']:.2f} | {r['304_us']:.2f} |")
     return "\n".join(lines)
 
 
@@ -159,16 +173,40 @@ def history(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    for name, render in (
-        ("server_wrk", server),
-        ("client_poll", client),
-        ("verify_cost", verify),
-        ("history", history),
-    ):
+RENDERERS = {
+    "server_wrk": server,
+    "server_wrk_gunicorn_settings": server,
+    "client_poll": client,
+    "verify_cost": verify,
+    "history": history,
+}
+
+
+def update(document: Path) -> None:
+    """Replace the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` in
+    ``document`` with the table rendered from ``bench/results/NAME.json``."""
+    text = document.read_text()
+    for name, render in RENDERERS.items():
         doc = _load(name)
-        print(f"<!-- {name} -->")
+        if doc is None:
+            continue
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.DOTALL)
+        text = pattern.sub(lambda m, d=doc, r=render: m.group(1) + r(d) + "\n" + m.group(2), text)
+    document.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--update", type=Path, help="rewrite the marked tables in this file")
+    args = parser.parse_args()
+    if args.update:
+        update(args.update)
+        return
+    for name, render in RENDERERS.items():
+        doc = _load(name)
+        print(f"<!-- bench:{name} -->")
         print(render(doc) if doc else f"(no bench/results/{name}.json yet)")
+        print(f"<!-- /bench:{name} -->")
         print()
 
 

@@ -8,11 +8,18 @@ In one run, with wrk on 127.0.0.1, every target serves the same manifest bytes:
 * ``pinserver_serve_no_access_log``: the same with ``PINSERVER_ACCESS_LOG=off``;
 * ``nginx_export``: nginx serving ``pinserver export`` of the same store, configured
   as docs/scaling.md's mirror (the production layout it recommends);
+* ``nginx_export_open_file_cache``: the same mirror with ``open_file_cache`` (tried);
 * ``nginx_proxy_cache``: nginx ``proxy_cache`` in front of ``pinserver serve``, as
   docs/scaling.md's "nginx in front of the replicas" (the other production layout);
 * ``flask_reference`` / ``bare_wsgi_reference``: a plain Flask view and a bare WSGI
   callable returning cached bytes under the same gunicorn settings (what gunicorn
   and Flask cost per request here; bench/_reference_apps.py).
+
+Besides throughput, the CPU time the serving processes spend per request (user +
+system, from /proc, over each wrk run) is recorded: on a shared machine it moves
+much less than requests per second, and it is the server's cost of one poll.
+``cpu_ratio_to_nginx_static`` is nginx's CPU per request divided by the target's
+(1.0: as cheap as nginx; 0.1: ten times the CPU).
 
 Each target is measured as 200 (no validator) and 304 (``If-None-Match`` with the
 ETag it served). Every wrk run of a target follows an ``nginx_static`` run of the
@@ -43,6 +50,7 @@ from bench._common import (
     REPO_DIR,
     Nginx,
     Site,
+    children_of,
     free_port,
     median,
     run_wrk,
@@ -61,6 +69,22 @@ BASELINE = "nginx_static"
 
 def _default_workers() -> int:
     return max(2, (os.cpu_count() or 1) * 2)
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """User + system CPU seconds of each process in ``roots`` and its direct children
+    (nginx or gunicorn master and workers), from /proc."""
+    total = 0
+    for pid in {p for root in roots for p in (root, *children_of(root))}:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / _TICKS
 
 
 def start_serve(
@@ -133,6 +157,12 @@ def proxy_cache_directives(upstream_port: int, cache_dir: Path) -> tuple[str, st
     return http, server
 
 
+# Tried on top of the mirror: keep open descriptors and stat() results for 1 s, which
+# saves the open/fstat/close of every request (a new manifest shows within 1 s).
+OPEN_FILE_CACHE = """
+        open_file_cache max=1000 inactive=60s;
+        open_file_cache_valid 1s;"""
+
 # docs/scaling.md's "A mirror serving pinserver export output" (TLS left out).
 EXPORT_MIRROR_DIRECTIVES = """
         etag on;
@@ -144,7 +174,9 @@ EXPORT_MIRROR_DIRECTIVES = """
         }"""
 
 
-def in_process_costs(data: Path, manifest_file: Path) -> dict[str, dict[str, float]]:
+def in_process_costs(
+    data: Path, manifest_file: Path, *, target_seconds: float = 0.2
+) -> dict[str, dict[str, float]]:
     """Microseconds per request of each WSGI app called directly (no server, no socket):
     what the application itself costs, next to what it costs under gunicorn."""
     import importlib
@@ -202,7 +234,7 @@ def in_process_costs(data: Path, manifest_file: Path) -> dict[str, dict[str, flo
             call(environ)
             if not statuses[-1].startswith(status):
                 raise RuntimeError(f"{name} answered {statuses[-1]} in process, not {status}")
-            n = calibrate(lambda e=environ: call(e), target_seconds=0.2)
+            n = calibrate(lambda e=environ: call(e), target_seconds=target_seconds)
             row[f"{status}_us"] = round(
                 median([time_per_call(lambda e=environ: call(e), number=n) for _ in range(5)])
                 * 1e6,
@@ -261,6 +293,7 @@ def run(
     work: Path,
     only: frozenset[str] | None = None,
     also_serve: tuple[tuple[int, int], ...] = (),
+    in_process_seconds: float = 0.2,
 ) -> dict[str, Any]:
     """Every target, or ``only`` those named (nginx_static is always measured);
     ``also_serve`` adds ``pinserver serve --workers W --threads T`` targets (access
@@ -303,46 +336,67 @@ def run(
             {
                 "static": Site(static),
                 "export": Site(export_dir, directives=EXPORT_MIRROR_DIRECTIVES),
+                "export_cached": Site(
+                    export_dir, directives=OPEN_FILE_CACHE + EXPORT_MIRROR_DIRECTIVES
+                ),
                 "cache": Site(static, directives=cache_server),
             },
             http_directives=cache_http,
         ).start()
 
         tuned = {}
+        tuned_pids: dict[str, list[int]] = {}
         for workers, threads in also_serve:
             port = free_port()
             options = ("--workers", str(workers), "--threads", str(threads))
             log = logs / f"serve-w{workers}t{threads}.log"
             procs.append(start_serve(data, port, log, *options, PINSERVER_ACCESS_LOG="off"))
-            tuned[f"pinserver_serve_w{workers}_t{threads}_no_access_log"] = (
-                f"http://127.0.0.1:{port}{MANIFEST}"
-            )
+            name = f"pinserver_serve_w{workers}_t{threads}_no_access_log"
+            tuned[name] = f"http://127.0.0.1:{port}{MANIFEST}"
+            tuned_pids[name] = [procs[-1].pid]
         urls = {
             **tuned,
             "nginx_static": nginx.url("static", MANIFEST),
             "pinserver_serve": serve_url + MANIFEST,
             "pinserver_serve_no_access_log": f"http://127.0.0.1:{serve_nolog_port}{MANIFEST}",
             "nginx_export": nginx.url("export", MANIFEST),
+            "nginx_export_open_file_cache": nginx.url("export_cached", MANIFEST),
             "nginx_proxy_cache": nginx.url("cache", MANIFEST),
             "flask_reference": f"http://127.0.0.1:{flask_port}{MANIFEST}",
             "bare_wsgi_reference": f"http://127.0.0.1:{bare_port}{MANIFEST}",
         }
+        # The processes whose CPU time a request to each target costs.
+        nginx_pid = nginx.proc.pid if nginx.proc else 0
+        pids = {
+            **tuned_pids,
+            "nginx_static": [nginx_pid],
+            "pinserver_serve": [procs[0].pid],
+            "pinserver_serve_no_access_log": [procs[1].pid],
+            "nginx_export": [nginx_pid],
+            "nginx_export_open_file_cache": [nginx_pid],
+            "nginx_proxy_cache": [nginx_pid, procs[0].pid],
+            "flask_reference": [procs[2].pid],
+            "bare_wsgi_reference": [procs[3].pid],
+        }
         if only is not None:
-            urls = {k: v for k, v in urls.items() if k in only or k == BASELINE}
+            urls = {k: v for k, v in urls.items() if k in only or k == BASELINE or k in tuned}
         etags = {name: _probe(url, served) for name, url in urls.items()}
 
         # Each target's run is paired with an nginx_static run just before it, same
         # status: the ratio of a pair is taken within a few seconds of machine state.
         samples: dict[str, dict[str, list[dict[str, Any]]]] = {"200": {}, "304": {}}
         pairs: dict[str, dict[str, list[float]]] = {"200": {}, "304": {}}
+        cpu_pairs: dict[str, dict[str, list[float]]] = {"200": {}, "304": {}}
         others = [n for n in urls if n != BASELINE]
 
         def measure(name: str, status: str, seconds: int) -> dict[str, Any]:
             headers = {"If-None-Match": etags[name]} if status == "304" else {}
+            cpu_before = tree_cpu_seconds(pids[name])
             result = run_wrk(urls[name], headers=headers, duration=seconds, connections=connections)
+            cpu = tree_cpu_seconds(pids[name]) - cpu_before
             if result.non_2xx_3xx or result.errors:
                 raise RuntimeError(f"{name} {status}: wrk saw errors {result}")
-            return result.to_dict()
+            return {**result.to_dict(), "cpu_us_per_request": cpu / result.requests * 1e6}
 
         for name in urls:  # warm every target up (caches, imports, connections)
             for status in ("200", "304"):
@@ -356,6 +410,9 @@ def run(
                     samples[status].setdefault(BASELINE, []).append(base)
                     samples[status].setdefault(name, []).append(row)
                     pairs[status].setdefault(name, []).append(row["rps"] / base["rps"])
+                    cpu_pairs[status].setdefault(name, []).append(
+                        base["cpu_us_per_request"] / row["cpu_us_per_request"]
+                    )
                     print(
                         f"run {run_index + 1} {name:<40} {status} {row['rps']:9.0f} req/s"
                         f"  (nginx static {base['rps']:9.0f}: {row['rps'] / base['rps']:.3f}x)",
@@ -367,7 +424,9 @@ def run(
         for proc in procs:
             stop_process(proc)
 
-    in_process = in_process_costs(data, static / "v1" / "manifest.json")
+    in_process = in_process_costs(
+        data, static / "v1" / "manifest.json", target_seconds=in_process_seconds
+    )
     return {
         "runs": runs,
         "duration_s": duration,
@@ -376,7 +435,10 @@ def run(
         "pinsets": pinsets,
         "manifest_bytes": len(served),
         "gunicorn": {"workers": _default_workers(), "threads": 4, "worker_class": "gthread"},
-        "results": {status: _summarise(samples[status], pairs[status]) for status in samples},
+        "results": {
+            status: _summarise(samples[status], pairs[status], cpu_pairs[status])
+            for status in samples
+        },
         "targets": {
             "production_layout_vs_nginx_static": ">= 0.9",
             "pinserver_serve_vs_nginx_static": ">= 0.12",
@@ -385,12 +447,17 @@ def run(
 
 
 def _summarise(
-    rows: dict[str, list[dict[str, Any]]], pairs: dict[str, list[float]]
+    rows: dict[str, list[dict[str, Any]]],
+    pairs: dict[str, list[float]],
+    cpu_pairs: dict[str, list[float]],
 ) -> dict[str, Any]:
     out = {}
     for name, samples in rows.items():
         ratios = pairs.get(name, [1.0])
+        cpu_ratios = cpu_pairs.get(name, [1.0])
         out[name] = {
+            "cpu_us_per_request": round(median([s["cpu_us_per_request"] for s in samples]), 2),
+            "cpu_ratio_to_nginx_static": round(median(cpu_ratios), 3),
             "rps": round(median([s["rps"] for s in samples]), 1),
             "p50_ms": round(median([s["p50_ms"] for s in samples]), 3),
             "p99_ms": round(median([s["p99_ms"] for s in samples]), 3),
@@ -412,7 +479,12 @@ def main() -> None:
         default="",
         help="extra pinserver serve targets as WORKERS:THREADS,... (access log off)",
     )
+    parser.add_argument(
+        "--only", default="", help="measure only these targets (comma-separated; + nginx_static)"
+    )
+    parser.add_argument("--name", default="server_wrk", help="results file name")
     args = parser.parse_args()
+    only = frozenset(args.only.split(",")) if args.only else None
     also = tuple(
         (int(w), int(t))
         for w, t in (item.split(":") for item in args.also_serve.split(",") if item)
@@ -425,6 +497,7 @@ def main() -> None:
             connections=args.connections,
             work=work,
             also_serve=also,
+            only=only,
         )
     for status in ("200", "304"):
         print(status)
@@ -433,7 +506,7 @@ def main() -> None:
                 f"  {name:<32} {row['rps']:>10.0f} req/s  p50 {row['p50_ms']:7.3f} ms"
                 f"  p99 {row['p99_ms']:7.3f} ms  {row['ratio_to_nginx_static']:.3f}x"
             )
-    write_results("server_wrk", results)
+    write_results(args.name, results)
 
 
 if __name__ == "__main__":

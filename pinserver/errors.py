@@ -145,7 +145,9 @@ class StoreError(PinserverError):
     """The store failed, or its content is corrupt."""
 
     code = "store_error"
-    status = 500
+    # The request was fine; the service cannot complete it now (disk full, database
+    # down, damaged store): 503 tells clients and load balancers to retry elsewhere.
+    status = 503
 
 
 class VersionConflictError(StoreError):

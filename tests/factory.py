@@ -147,7 +147,9 @@ class Deployment:
     def manifest_version(self) -> int:
         return len(self.manifests)
 
-    def next_manifest(self, *, signers: Sequence[PrivateKey] | None = None, **kwargs: object) -> bytes:
+    def next_manifest(
+        self, *, signers: Sequence[PrivateKey] | None = None, **kwargs: object
+    ) -> bytes:
         """The next manifest in the chain, without appending it."""
         version = self.manifest_version + 1
         previous = payload_hash(self.manifests[-1]) if self.manifests else None

@@ -40,8 +40,8 @@ def _register() -> None:
         keys,
         manifests,
         ops,
-        rotation,
         roots,
+        rotation,
         server,
     )
 

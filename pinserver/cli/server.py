@@ -20,7 +20,7 @@ from pinserver.errors import FormatError, PinserverError, VersionConflictError
 from pinserver.export import ExportResult, export
 from pinserver.export import watch as watch_export
 from pinserver.keys import PrivateKey
-from pinserver.store import DEFAULT_DATA_DIR, open_store
+from pinserver.store import DEFAULT_DATA_DIR, check_store, open_store
 from pinserver.store.base import NotInitialisedError, Store
 from pinserver.trust import ManifestFloor, verify_anchor_root, verify_publication
 
@@ -114,7 +114,7 @@ def _exec_gunicorn(
 def _check_ready(data_dir: Path, database_url: str | None) -> None:
     store = open_store(data_dir, database_url, create=False)
     try:
-        store.check_integrity()
+        check_store(store)
         if store.head().root_version == 0:
             raise NotInitialisedError(
                 f"the store in {data_dir} has no root; run `pinserver init --root ROOT"

@@ -38,8 +38,7 @@ from pinserver.server.hotpath import GENERATION_FILE, HotPathMiddleware, Manifes
 from pinserver.server.metrics import Metrics
 from pinserver.server.reports import RateLimiter
 from pinserver.server.state import ServerState
-from pinserver.store import DEFAULT_DATA_DIR, open_store
-
+from pinserver.store import DEFAULT_DATA_DIR, check_store, open_store
 
 SQLITE_HEAD_CHECK_INTERVAL = 1.0
 POSTGRES_HEAD_CHECK_INTERVAL = 0.0
@@ -89,7 +88,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     data_dir = Path(app.config["DATA_DIR"])
     store = app.config["STORE"] or open_store(data_dir, app.config["DATABASE_URL"])
     if app.config["CHECK_INTEGRITY"]:
-        store.check_integrity()
+        check_store(store)
     if not app.config["DATABASE_URL"]:
         data_dir.mkdir(parents=True, exist_ok=True)
     # The generation file tells the other workers on this machine at once; with

@@ -15,7 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from pinserver.documents import Root, format_timestamp
+from pinserver.documents import MAX_VERSION, Root, format_timestamp
 from pinserver.envelope import MAX_ENVELOPE_BYTES, Envelope
 from pinserver.errors import PinserverError
 from pinserver.server.errors import ApiError
@@ -159,7 +159,7 @@ def healthz() -> Response:
 
 @bp.get("/v1/roots/<int:version>.json")
 def get_root(version: int) -> Response:
-    stored = _state().store.get_root(version)
+    stored = _state().store.get_root(version) if version <= MAX_VERSION else None
     if stored is None:
         raise ApiError(
             404,
@@ -190,7 +190,8 @@ def get_latest_manifest() -> Response:
 
 @bp.get("/v1/manifests/<int:version>.json")
 def get_manifest(version: int) -> Response:
-    stored = _state().store.get_manifest(version)
+    # Beyond MAX_VERSION there is nothing to find (and SQLite integers stop at 2^63).
+    stored = _state().store.get_manifest(version) if version <= MAX_VERSION else None
     if stored is None:
         raise ApiError(
             404,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pinserver.server.metrics import clear_directory
-from pinserver.store import DEFAULT_DATA_DIR, open_store
+from pinserver.store import DEFAULT_DATA_DIR, check_store, open_store
 
 bind = os.environ.get("PINSERVER_BIND", "127.0.0.1:8080")
 worker_class = "gthread"
@@ -40,7 +40,7 @@ def on_starting(server: Any) -> None:
     data_dir = Path(os.environ.get("PINSERVER_DATA") or DEFAULT_DATA_DIR)
     store = open_store(data_dir, os.environ.get("PINSERVER_DATABASE_URL") or None)
     try:
-        store.check_integrity()
+        check_store(store)
     finally:
         store.close()
     clear_directory(data_dir / "metrics")

@@ -9,11 +9,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pinserver.errors import PinserverError, StoreError
 from pinserver.store.base import NotInitialisedError, Store
+from pinserver.trust import (
+    ManifestFloor,
+    verify_history_entry,
+    verify_manifest_signatures,
+    verify_root_chain,
+)
 
 DEFAULT_DATA_DIR = "./pinserver-data"
 
-__all__ = ["DEFAULT_DATA_DIR", "NotInitialisedError", "Store", "open_store"]
+__all__ = ["DEFAULT_DATA_DIR", "NotInitialisedError", "Store", "check_store", "open_store"]
 
 
 def open_store(
@@ -44,3 +51,36 @@ def open_store(
     return SQLiteStore(
         data_dir or os.environ.get("PINSERVER_DATA") or DEFAULT_DATA_DIR, create=create
     )
+
+
+def check_store(store: Store) -> None:
+    """What a service checks before it serves a store: the backend's own integrity check
+    (contiguous versions, every payload re-hashed), then the trust core over what polls
+    depend on: the whole root chain from root 1 and the latest manifest's signatures
+    under the root it names, chained to the one before. A byte changed inside a stored
+    signature is refused here (``store_corrupt``) instead of being served. Older
+    manifests are not re-verified at start (linear in history); the auditor view and
+    ``pinserver history`` check every one of them."""
+    store.check_integrity()
+    roots = store.roots()
+    latest = store.latest_manifest()
+    if not roots:
+        return
+    try:
+        chain = verify_root_chain(roots[0].envelope, [r.envelope for r in roots[1:]])
+        if latest is None:
+            return
+        if not 1 <= latest.root_version <= len(chain):
+            raise StoreError(f"manifest {latest.version} names root {latest.root_version}")
+        verified = verify_manifest_signatures(chain[latest.root_version - 1].root, latest.envelope)
+        previous = store.get_manifest(latest.version - 1) if latest.version > 1 else None
+        verify_history_entry(
+            verified,
+            version=latest.version,
+            previous=ManifestFloor(previous.version, previous.payload_sha256) if previous else None,
+        )
+    except PinserverError as e:
+        raise StoreError(
+            f"the store does not verify: {e.message}; restore it from a backup or re-publish",
+            code="store_corrupt",
+        ) from e

@@ -123,6 +123,10 @@ class SQLiteStore:
                 f"no store at {self.path}; create one with `pinserver init --root ROOT"
                 f" --data {self.data_dir}`"
             )
+        if self.path.exists() and self.path.stat().st_size == 0:
+            # SQLite writes the header before anything else, so an existing empty file
+            # is a truncated store, not a new one: starting afresh would drop history.
+            raise _corrupt(self.path, sqlite3.DatabaseError("the file is empty (truncated?)"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -145,7 +149,7 @@ class SQLiteStore:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
-            except sqlite3.DatabaseError as e:
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
                 raise _corrupt(self.path, e) from e
             self._local.conn = conn
             with self._lock:
@@ -162,19 +166,23 @@ class SQLiteStore:
             raise StoreError(f"cannot start a write transaction: {e}") from e
         try:
             yield conn
+        except sqlite3.DatabaseError as e:
+            _rollback(conn)
+            raise StoreError(f"the store {self.path} cannot be written: {e}") from e
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as e:
-            conn.execute("ROLLBACK")
-            raise StoreError(f"commit failed: {e}") from e
+            # SQLite may already have rolled back (SQLITE_FULL does): nothing to undo then.
+            _rollback(conn)
+            raise StoreError(f"the store {self.path} cannot be written: commit failed: {e}") from e
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
         try:
             return self._connection().execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise _corrupt(self.path, e) from e
 
     def _migrate(self) -> None:
@@ -203,7 +211,7 @@ class SQLiteStore:
                     for statement in _statements(MIGRATIONS[version - 1]):
                         conn.execute(statement)
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise _corrupt(self.path, e) from e
 
     def schema_version(self) -> int:
@@ -421,13 +429,19 @@ class SQLiteStore:
                             code="store_corrupt",
                         )
                     expected += 1
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise _corrupt(self.path, e) from e
         except FormatError as e:
             raise StoreError(
                 f"a stored envelope in {self.path} no longer parses: {e.message}",
                 code="store_corrupt",
             ) from e
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open; a failed COMMIT may have ended it."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _statements(script: str) -> Iterator[str]:

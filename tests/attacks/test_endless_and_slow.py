@@ -7,35 +7,37 @@ capped at 1 MiB and in time (the client's timeout; 1 s here), and ends in a
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from pinserver.envelope import MAX_ENVELOPE_BYTES
 from pinserver.errors import FetchError
-from tests.attacks.conftest import Stage, Upstream, keys, window
+from tests.attacks.conftest import HOST, Stage, keys, window
 from tests.support.mitm import ENDLESS, Hold, Replace, Rule, Trickle
 
 MANIFEST = "/v1/manifest.json"
 
-CASES: list[tuple[str, Rule, str]] = [
-    ("endless body", ENDLESS, "response_too_large"),
+CASES: list[tuple[str, Rule, str, float]] = [
+    ("endless body", ENDLESS, "response_too_large", 10.0),
     (
         "oversized body with its length declared",
         Replace(b" " * (MAX_ENVELOPE_BYTES + 1)),
         "response_too_large",
+        10.0,
     ),
-    ("body trickled a byte at a time", Trickle(0.05), "fetch_timeout"),
-    ("request held without an answer", Hold(), "fetch_timeout"),
+    ("body trickled a byte at a time", Trickle(0.05), "fetch_timeout", 1.0),
+    ("request held without an answer", Hold(), "fetch_timeout", 1.0),
 ]
 
 
-@pytest.mark.parametrize(("rule", "code"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("rule", "code", "timeout"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 @pytest.mark.parametrize("where", ["manifest", "root during a walk"])
 def test_endless_and_slow_answers_end_in_a_fetch_error(
-    make_stage: Callable[..., Stage], shared_upstream: Upstream, rule: Rule, code: str, where: str
+    stage: Stage, rule: Rule, code: str, timeout: float, where: str
 ) -> None:
-    stage = make_stage(shared_upstream, timeout=1.0)
+    """The size cap ends the endless and oversized bodies whatever the timeout; the
+    deadline (1 s here) ends the trickle and the silence."""
     if where == "manifest":
         stage.mitm.rules[MANIFEST] = rule
     else:
@@ -44,7 +46,9 @@ def test_endless_and_slow_answers_end_in_a_fetch_error(
             stage.deployment.next_manifest(signers=keys(2), **window())
         )
         stage.mitm.rules["/v1/roots/3.json"] = rule
+    attacked = stage.new_client(timeout=timeout)  # the same state directory
     with pytest.raises(FetchError) as raised:
-        stage.client.refresh()
+        attacked.refresh()
     assert raised.value.code == code
+    assert attacked.pins_for(HOST) == stage.pins_before
     stage.assert_untouched()

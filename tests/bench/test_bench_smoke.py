@@ -117,12 +117,19 @@ def test_server_wrk_targets_serve_the_same_bytes(tmp_path: Path) -> None:
         connections=4,
         work=tmp_path,
         only=frozenset({"pinserver_serve", "nginx_export"}),
+        in_process_seconds=0.01,
     )
     for status in ("200", "304"):
         rows = result["results"][status]
         assert set(rows) == {"nginx_static", "pinserver_serve", "nginx_export"}
         assert rows["nginx_static"]["ratio_to_nginx_static"] == 1.0
         assert all(row["rps"] > 0 for row in rows.values())
+        assert all(row["cpu_us_per_request"] > 0 for row in rows.values())
+    assert set(result["in_process_us"]) == {
+        "pinserver_app",
+        "flask_reference",
+        "bare_wsgi_reference",
+    }
 
 
 @needs_nginx_wrk

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from pinserver.envelope import MANIFEST_TYPE, ROOT_TYPE, Envelope
-from tests.factory import Deployment, NOW
+from tests.factory import NOW, Deployment
 
 json_scalars = st.one_of(
     st.none(),

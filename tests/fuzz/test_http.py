@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 from flask import Flask
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from pinserver.server import create_app
@@ -157,8 +157,15 @@ def _seeds() -> tuple[bytes, bytes]:
     return deployment.roots[0], deployment.manifests[0]
 
 
+def _get(path: str) -> dict[str, Any]:
+    return {"method": "GET", "path": path, "query": {}, "headers": {}, "body": b""}
+
+
 @FUZZ
 @given(request=requests_(_seeds()))
+# Found by this test: versions past SQLite's 64-bit integers were a 500.
+@example(request=_get(f"/v1/manifests/{2**64}.json"))
+@example(request=_get(f"/v1/roots/{2**63}.json"))
 def test_no_request_gets_a_500_or_changes_the_store(
     service: Service, request: dict[str, Any]
 ) -> None:

@@ -4,6 +4,7 @@ refresh, or a 500 in the service)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 
@@ -76,24 +77,26 @@ def test_root_parser_raises_only_format_errors(data: bytes) -> None:
 @given(envelopes(MANIFEST_SEED), st.integers(-40, 40))
 def test_manifest_acceptance_raises_only_verification_errors(data: bytes, days: int) -> None:
     """The client's whole decision over hostile bytes, at times around the window."""
-    try:
+    with contextlib.suppress(VerificationError):
         accept_manifest(TRUSTED_ROOT, data, floor=FLOOR, reference_time=NOW + timedelta(days=days))
-    except VerificationError:
-        pass
 
 
 @FUZZ
 @given(envelopes(ROOT_SEED))
 def test_root_walk_raises_only_verification_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(VerificationError):
         verify_next_root(PREVIOUS_ROOT, data)
-    except VerificationError:
-        pass
     trusted = TrustedSet.from_anchor(DEPLOYMENT.roots[0], reference_time=NOW)
+    anchor = list(trusted.roots)
     try:
         trusted.update_root(data)
     except VerificationError:
-        assert trusted.root == PREVIOUS_ROOT  # a refused root changes nothing
+        refused = True
+    else:
+        refused = False
+    if refused:  # a refused root changes nothing
+        assert trusted.roots == anchor
+        assert not trusted.floor_reset
 
 
 @FUZZ
@@ -108,4 +111,7 @@ def test_report_parser_raises_only_format_errors(data: bytes) -> None:
     try:
         parse_report(data)
     except FormatError as e:
-        assert e.status == 400
+        status = e.status
+    else:
+        status = 202
+    assert status in (400, 202)

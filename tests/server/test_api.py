@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,9 +14,11 @@ from datetime import timedelta
 import pytest
 from flask.testing import FlaskClient
 
-from pinserver.documents import Pin, PinSet
+from pinserver.documents import Pin, PinSet, Root
 from pinserver.envelope import ROOT_TYPE, Envelope, sign
 from pinserver.keys import PrivateKey
+from pinserver.store.base import Store, StoredManifest, StoredRoot
+from pinserver.trust import ManifestFloor, VerifiedManifest, verify_publication
 from tests.factory import (
     Deployment,
     manifest_document,
@@ -24,6 +27,7 @@ from tests.factory import (
     pinset,
 )
 from tests.server.conftest import JSON, Service, next_manifest, now, window
+from tests.support.backends import postgres_only
 
 
 def _envelope_dict(body: bytes) -> dict[str, object]:
@@ -388,6 +392,61 @@ def test_uninitialised_store_is_503(empty_service: Service) -> None:
     response = client.post("/v1/manifests", data=next_manifest(Deployment()), headers=JSON)
     assert response.status_code == 503
     app.extensions["pinserver"].store.close()
+
+
+def _publish_elsewhere(store: Store, body: bytes) -> None:
+    """Publish as another replica would: straight into the shared store."""
+
+    def verify(root: StoredRoot, latest: StoredManifest | None) -> VerifiedManifest:
+        return verify_publication(
+            Root.from_bytes(Envelope.from_bytes(root.envelope).payload),
+            body,
+            latest=ManifestFloor(latest.version, latest.payload_sha256) if latest else None,
+            reference_time=now(),
+        )
+
+    store.publish_manifest(verify, now=now(), source="another replica")
+
+
+@postgres_only
+@pytest.mark.parametrize(
+    ("head_check", "serves_new"), [(None, True), ("3600", False)], ids=["default", "explicit"]
+)
+def test_postgres_polls_follow_other_replicas_unless_told_otherwise(
+    service: Service,
+    deployment: Deployment,
+    monkeypatch: pytest.MonkeyPatch,
+    head_check: str | None,
+    serves_new: bool,
+) -> None:
+    """With PINSERVER_DATABASE_URL the hot path checks the store's head on every poll:
+    once this replica's store has the NOTIFY of a publication made on another replica,
+    the very next poll serves it. An explicit PINSERVER_HEAD_CHECK still wins."""
+    if head_check is None:
+        monkeypatch.delenv("PINSERVER_HEAD_CHECK", raising=False)
+    else:
+        monkeypatch.setenv("PINSERVER_HEAD_CHECK", head_check)
+    app = service.app()
+    own_store = app.extensions["pinserver"].store
+    try:
+        client = app.test_client()
+        assert client.get("/v1/manifest.json").data == deployment.manifests[0]
+        body = next_manifest(deployment)
+        other_replica = service.open_store()
+        try:
+            _publish_elsewhere(other_replica, body)
+        finally:
+            other_replica.close()
+        deadline = time.monotonic() + 10.0  # liveness only: NOTIFY takes milliseconds
+        while own_store.head().manifest_version != 2:
+            assert time.monotonic() < deadline, "this replica never heard of version 2"
+            time.sleep(0.005)
+        served = client.get("/v1/manifest.json")
+        assert served.status_code == 200
+        assert (served.data == body) is serves_new
+        assert served.data in (body, deployment.manifests[0])
+    finally:
+        own_store.close()
 
 
 def test_history_pages(client: FlaskClient, deployment: Deployment) -> None:

@@ -1,4 +1,8 @@
-"""``pinserver init``, ``serve``, ``export`` and ``demo`` as a user runs them."""
+"""``pinserver init``, ``serve``, ``export`` and ``demo`` as a user runs them.
+
+The commands that touch a store run on both backends (``store_backend``: ``--data``
+alone, or ``--database-url`` too). ``demo`` is a SQLite convenience by design, and the
+package-data and Dockerfile checks involve no store: those run once."""
 
 from __future__ import annotations
 
@@ -16,11 +20,11 @@ import requests
 from click.testing import CliRunner
 
 from pinserver.cli import cli
-from pinserver.store.sqlite import SQLiteStore
 from pinserver.trust import accept_manifest, verify_anchor_root
 from tests.factory import Deployment
 from tests.server.conftest import now, publish
-from tests.support.gunicorn import free_port
+from tests.support.backends import Backend
+from tests.support.gunicorn import free_port, init_store, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,24 +77,25 @@ def wait_healthy(url: str, process: subprocess.Popen[str]) -> dict[str, object]:
     raise AssertionError("the service did not come up")
 
 
-def test_init_installs_root_1_once(tmp_path: Path) -> None:
+def test_init_installs_root_1_once(tmp_path: Path, store_backend: Backend) -> None:
     d = Deployment()
     root_file = tmp_path / "root-1.json"
     root_file.write_bytes(d.roots[0])
     data = tmp_path / "data"
+    where = ["--data", str(data), *store_backend.cli_args()]
     runner = CliRunner()
-    first = runner.invoke(cli, ["init", "--root", str(root_file), "--data", str(data)])
+    first = runner.invoke(cli, ["init", "--root", str(root_file), *where])
     assert first.exit_code == 0, first.output
     assert "installed root 1" in first.output
-    again = runner.invoke(cli, ["init", "--root", str(root_file), "--data", str(data)])
+    again = runner.invoke(cli, ["init", "--root", str(root_file), *where])
     assert again.exit_code == 0
     assert "nothing to do" in again.output
     other = tmp_path / "other.json"
     other.write_bytes(Deployment().roots[0])
-    refused = run("init", "--root", str(other), "--data", str(data))
+    refused = run("init", "--root", str(other), *where)
     assert refused.returncode == 1
     assert "different root 1" in refused.stderr
-    store = SQLiteStore(data)
+    store = store_backend.open_store(data)
     try:
         assert store.get_root(1).envelope == d.roots[0]  # type: ignore[union-attr]
     finally:
@@ -106,22 +111,29 @@ def test_init_refuses_a_root_that_is_not_1(tmp_path: Path) -> None:
     assert "root 1" in result.stderr
 
 
-def test_serve_refuses_an_uninitialised_store(tmp_path: Path) -> None:
-    result = run("serve", "--data", str(tmp_path / "nothing"), "--bind", "127.0.0.1:1")
+def test_serve_refuses_an_uninitialised_store(tmp_path: Path, store_backend: Backend) -> None:
+    result = run(
+        "serve",
+        "--data",
+        str(tmp_path / "nothing"),
+        *store_backend.cli_args(),
+        "--bind",
+        "127.0.0.1:1",
+    )
     assert result.returncode == 1
     assert "pinserver init" in result.stderr
 
 
-def test_serve_runs_gunicorn(tmp_path: Path) -> None:
+def test_serve_runs_gunicorn(tmp_path: Path, store_backend: Backend) -> None:
     d = Deployment()
     publish(d)
     root_file = tmp_path / "root-1.json"
     root_file.write_bytes(d.roots[0])
-    data = tmp_path / "data"
-    assert run("init", "--root", str(root_file), "--data", str(data)).returncode == 0
+    where = ["--data", str(tmp_path / "data"), *store_backend.cli_args()]
+    assert run("init", "--root", str(root_file), *where).returncode == 0
     port = free_port()
     with running_command(
-        "serve", "--data", str(data), "--bind", f"127.0.0.1:{port}", "--workers", "2", cwd=tmp_path
+        "serve", *where, "--bind", f"127.0.0.1:{port}", "--workers", "2", cwd=tmp_path
     ) as process:
         url = f"http://127.0.0.1:{port}"
         assert wait_healthy(url, process) == {
@@ -138,14 +150,14 @@ def test_serve_runs_gunicorn(tmp_path: Path) -> None:
         assert created.status_code == 201
 
 
-def test_export_command(tmp_path: Path) -> None:
+def test_export_command(tmp_path: Path, store_backend: Backend) -> None:
     d = Deployment()
     publish(d)
-    from tests.support.gunicorn import init_store
-
-    init_store(tmp_path / "data", d, publish=True)
+    init_store(tmp_path / "data", d, publish=True, database_url=store_backend.database_url)
     out = tmp_path / "www"
-    result = CliRunner().invoke(cli, ["export", str(out), "--data", str(tmp_path / "data")])
+    result = CliRunner().invoke(
+        cli, ["export", str(out), "--data", str(tmp_path / "data"), *store_backend.cli_args()]
+    )
     assert result.exit_code == 0, result.output
     assert "manifest 1" in result.output
     assert (out / "v1/manifest.json").read_bytes() == d.manifests[0]
@@ -155,19 +167,16 @@ def test_export_command(tmp_path: Path) -> None:
     assert "pinserver init" in missing.stderr
 
 
-def test_export_watch_follows_publications(tmp_path: Path) -> None:
+def test_export_watch_follows_publications(tmp_path: Path, store_backend: Backend) -> None:
     d = Deployment()
     publish(d)
-    from tests.support.gunicorn import init_store, running_server
-
     data = tmp_path / "data"
-    init_store(data, d, publish=True)
+    init_store(data, d, publish=True, database_url=store_backend.database_url)
     out = tmp_path / "www"
+    where = ["--data", str(data), *store_backend.cli_args()]
     with (
-        running_command(
-            "export", str(out), "--data", str(data), "--watch", "--interval", "0.1", cwd=tmp_path
-        ),
-        running_server(data, workers=1) as url,
+        running_command("export", str(out), *where, "--watch", "--interval", "0.1", cwd=tmp_path),
+        running_server(data, workers=1, database_url=store_backend.database_url) as url,
     ):
         body = publish(d)
         assert (

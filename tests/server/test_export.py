@@ -1,4 +1,7 @@
-"""``pinserver export``: a static copy of the read API, served by a plain web server."""
+"""``pinserver export``: a static copy of the read API, served by a plain web server.
+
+Exports are taken from both store backends (``service``); refusing a directory of
+another store is about the export directory alone and runs once, on SQLite."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import requests
 from pinserver.export import ExportConflictError, export
 from pinserver.store.sqlite import SQLiteStore
 from tests.factory import Deployment
-from tests.server.conftest import JSON, publish
-from tests.support.gunicorn import init_store, running_server
+from tests.server.conftest import JSON, Service, publish
+from tests.support.gunicorn import init_store
 
+CLOSE = {"Connection": "close"}  # no kept-alive connection to delay gunicorn's stop
 READ_PATHS = [
     "/v1/manifest.json",
     "/v1/manifests/1.json",
@@ -47,57 +51,55 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _grown(data_dir: Path, d: Deployment) -> None:
-    """Rotate to root 2 and publish manifest 2 through the real service."""
-    with running_server(data_dir, workers=1) as url:
-        assert (
-            requests.post(
-                url + "/v1/roots", data=d.rotate_publisher(), headers=JSON, timeout=10
-            ).status_code
-            == 201
-        )
-        assert (
-            requests.post(
-                url + "/v1/manifests", data=publish(d), headers=JSON, timeout=10
-            ).status_code
-            == 201
-        )
+def _grown(service: Service, d: Deployment) -> None:
+    """Rotate to root 2 and publish manifest 2 through the service (in process)."""
+    app = service.app()
+    try:
+        client = app.test_client()
+        assert client.post("/v1/roots", data=d.rotate_publisher(), headers=JSON).status_code == 201
+        assert client.post("/v1/manifests", data=publish(d), headers=JSON).status_code == 201
+    finally:
+        app.extensions["pinserver"].store.close()
 
 
 def test_export_serves_the_same_bytes_at_the_same_paths(
-    data_dir: Path, deployment: Deployment, static_server: tuple[str, Path]
+    service: Service, deployment: Deployment, static_server: tuple[str, Path]
 ) -> None:
-    _grown(data_dir, deployment)
+    _grown(service, deployment)
     mirror_url, www = static_server
-    store = SQLiteStore(data_dir)
+    store = service.open_store()
     try:
         result = export(store, www)
     finally:
         store.close()
     assert sorted(result.written) == sorted([*(p.lstrip("/") for p in READ_PATHS), "healthz"])
-    with running_server(data_dir, workers=1) as service_url:
+    with service.running(workers=1) as server:
+        service_url = server.base_url
         for path in READ_PATHS:
-            served = requests.get(service_url + path, timeout=10)
+            served = requests.get(service_url + path, headers=CLOSE, timeout=10)
             mirrored = requests.get(mirror_url + path, timeout=10)
             assert served.status_code == mirrored.status_code == 200
             assert served.content == mirrored.content, path
         # the walk ends the same way on both: root 3 does not exist
         assert requests.get(mirror_url + "/v1/roots/3.json", timeout=10).status_code == 404
-        assert requests.get(service_url + "/v1/roots/3.json", timeout=10).status_code == 404
+        assert (
+            requests.get(service_url + "/v1/roots/3.json", headers=CLOSE, timeout=10).status_code
+            == 404
+        )
     assert mirrored.content == deployment.roots[1]
 
 
 def test_a_client_polls_the_mirror(
-    data_dir: Path, deployment: Deployment, static_server: tuple[str, Path], tmp_path: Path
+    service: Service, deployment: Deployment, static_server: tuple[str, Path], tmp_path: Path
 ) -> None:
     client_module = pytest.importorskip(
         "pinserver.client", reason="the client module is not built yet"
     )
     if not hasattr(client_module, "PinClient"):
         pytest.skip("pinserver.client has no PinClient yet")
-    _grown(data_dir, deployment)
+    _grown(service, deployment)
     mirror_url, www = static_server
-    store = SQLiteStore(data_dir)
+    store = service.open_store()
     try:
         export(store, www)
     finally:
@@ -114,10 +116,10 @@ def test_a_client_polls_the_mirror(
 
 
 def test_export_rewrites_only_what_changed(
-    data_dir: Path, deployment: Deployment, tmp_path: Path
+    service: Service, deployment: Deployment, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    store = SQLiteStore(data_dir)
+    store = service.open_store()
     try:
         first = export(store, out)
         assert "v1/manifest.json" in first.written
@@ -127,8 +129,8 @@ def test_export_rewrites_only_what_changed(
         assert again.unchanged == len(first.written)
     finally:
         store.close()
-    _grown(data_dir, deployment)
-    store = SQLiteStore(data_dir)
+    _grown(service, deployment)
+    store = service.open_store()
     try:
         third = export(store, out)
     finally:

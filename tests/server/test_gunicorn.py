@@ -1,4 +1,6 @@
-"""Against a real gunicorn with two workers on 127.0.0.1: the must-shows of the service.
+"""Against a real gunicorn with two workers on 127.0.0.1: the must-shows of the service,
+each on both store backends (``service``: SQLite in the data directory, or a fresh
+PostgreSQL database on the session's throwaway server).
 
 Deadlines below are upper bounds for waiting on another process, never speed claims.
 """
@@ -12,14 +14,12 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import requests
 
 from pinserver.documents import Root
 from pinserver.envelope import Envelope
-from pinserver.store.sqlite import SQLiteStore
 from pinserver.trust import (
     ManifestFloor,
     accept_manifest,
@@ -28,8 +28,7 @@ from pinserver.trust import (
     verify_publication,
 )
 from tests.factory import Deployment
-from tests.server.conftest import JSON, next_manifest, now, publish
-from tests.support.gunicorn import running_server, running_server_process
+from tests.server.conftest import JSON, Service, next_manifest, now, publish
 
 DEADLINE = 10.0
 
@@ -56,9 +55,9 @@ def post(url: str, body: bytes, **headers: str) -> requests.Response:
     )
 
 
-def verify_chain(data_dir: Path, d: Deployment) -> list[int]:
+def verify_chain(service: Service, d: Deployment) -> list[int]:
     """The stored history, re-verified from root 1 with the client's own rules."""
-    store = SQLiteStore(data_dir)
+    store = service.open_store()
     try:
         store.check_integrity()
         roots = [verify_anchor_root(store.get_root(1).envelope)]  # type: ignore[union-attr]
@@ -86,8 +85,10 @@ def pids_serving(log: str, path: str, status: int = 200) -> set[int]:
     return pids
 
 
-def test_publish_is_served_by_every_worker_at_once(data_dir: Path, deployment: Deployment) -> None:
-    with running_server_process(data_dir, workers=2) as server:
+def test_publish_is_served_by_every_worker_at_once(
+    service: Service, deployment: Deployment
+) -> None:
+    with service.running(workers=2) as server:
         url = server.base_url
         first = fresh_get(url + "/v1/manifest.json")
         assert first.content == deployment.manifests[0]
@@ -95,7 +96,8 @@ def test_publish_is_served_by_every_worker_at_once(data_dir: Path, deployment: D
         created = post(url + "/v1/manifests", body)
         assert created.status_code == 201, created.text
         assert created.json()["version"] == 2
-        # Visible on the very next request to any worker (the generation file).
+        # Visible on the very next request to any worker (the generation file; with
+        # PostgreSQL also the NOTIFY, which is what other replicas go by).
         seen_by: set[int] = set()
         end = time.monotonic() + DEADLINE
         while len(seen_by) < 2 and time.monotonic() < end:
@@ -106,8 +108,9 @@ def test_publish_is_served_by_every_worker_at_once(data_dir: Path, deployment: D
         assert len(seen_by) >= 2, "both workers should have served the poll"
 
 
-def test_etag_and_304(data_dir: Path, deployment: Deployment) -> None:
-    with running_server(data_dir) as url:
+def test_etag_and_304(service: Service, deployment: Deployment) -> None:
+    with service.running() as server:
+        url = server.base_url
         first = fresh_get(url + "/v1/manifest.json")
         etag = first.headers["ETag"]
         assert etag.startswith('"')
@@ -122,7 +125,7 @@ def test_etag_and_304(data_dir: Path, deployment: Deployment) -> None:
             fresh_get(url + "/v1/manifest.json", headers={"If-None-Match": '"stale"'}).status_code
             == 200
         )
-        head = requests.head(url + "/v1/manifest.json", timeout=30)
+        head = requests.head(url + "/v1/manifest.json", headers={"Connection": "close"}, timeout=30)
         assert head.status_code == 200
         assert int(head.headers["Content-Length"]) == len(first.content)
         assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
@@ -132,14 +135,16 @@ def test_etag_and_304(data_dir: Path, deployment: Deployment) -> None:
 
 
 def test_a_commit_without_the_generation_file_shows_within_the_bound(
-    data_dir: Path, deployment: Deployment
+    service: Service, deployment: Deployment
 ) -> None:
-    """As if the publishing worker died between commit and notice: the 1 s head check
-    still brings every worker up to date."""
-    with running_server(data_dir) as url:
+    """As if the publishing worker died between commit and notice, or another replica
+    published: the head check (SQLite: every 1 s; PostgreSQL: the NOTIFY, else the
+    store's 1 s head TTL) still brings every worker up to date."""
+    with service.running() as server:
+        url = server.base_url
         assert fresh_get(url + "/v1/manifest.json").content == deployment.manifests[0]
         body = publish(deployment)
-        store = SQLiteStore(data_dir)
+        store = service.open_store()
         try:
             store.publish_manifest(
                 lambda root, latest: verify_publication(
@@ -159,8 +164,9 @@ def test_a_commit_without_the_generation_file_shows_within_the_bound(
         )
 
 
-def test_history_paging(data_dir: Path, deployment: Deployment) -> None:
-    with running_server(data_dir) as url:
+def test_history_paging(service: Service, deployment: Deployment) -> None:
+    with service.running() as server:
+        url = server.base_url
         for _ in range(4):
             assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
         versions, after = [], 0
@@ -173,9 +179,10 @@ def test_history_paging(data_dir: Path, deployment: Deployment) -> None:
             assert fresh_get(url + f"/v1/manifests/{n}.json").content == body
 
 
-def test_root_rotation(data_dir: Path, deployment: Deployment) -> None:
+def test_root_rotation(service: Service, deployment: Deployment) -> None:
     old_keys = deployment.publisher_keys
-    with running_server(data_dir) as url:
+    with service.running() as server:
+        url = server.base_url
         new_root = deployment.rotate_publisher()
         response = post(url + "/v1/roots", new_root)
         assert response.status_code == 201, response.text
@@ -189,10 +196,10 @@ def test_root_rotation(data_dir: Path, deployment: Deployment) -> None:
         assert accepted.status_code == 201
         latest = fresh_get(url + "/v1/manifest.json")
         assert latest.content == deployment.manifests[-1]
-    assert verify_chain(data_dir, deployment) == [1, 2]
+    assert verify_chain(service, deployment) == [1, 2]
 
 
-def test_every_error_status_has_its_json_code(data_dir: Path, deployment: Deployment) -> None:
+def test_every_error_status_has_its_json_code(service: Service, deployment: Deployment) -> None:
     env = {
         "PINSERVER_PUBLISH_TOKEN": "pub-token",
         "PINSERVER_ADMIN_TOKEN": "adm-token",
@@ -207,7 +214,7 @@ def test_every_error_status_has_its_json_code(data_dir: Path, deployment: Deploy
         "mode": "enforce",
         "time": "2026-12-03T12:00:00Z",
     }
-    with running_server_process(data_dir, env=env) as server:
+    with service.running(env=env) as server:
         url = server.base_url
         cases = [
             (post(url + "/v1/manifests", b"{", **auth), 400, "invalid_envelope"),
@@ -218,14 +225,20 @@ def test_every_error_status_has_its_json_code(data_dir: Path, deployment: Deploy
                 "signature_threshold",
             ),
             (fresh_get(url + "/v1/manifests/7.json"), 404, "not_found"),
-            (requests.delete(url + "/v1/manifest.json", timeout=30), 405, "method_not_allowed"),
+            (
+                requests.delete(
+                    url + "/v1/manifest.json", headers={"Connection": "close"}, timeout=30
+                ),
+                405,
+                "method_not_allowed",
+            ),
             (post(url + "/v1/manifests", deployment.manifests[0], **auth), 409, "version_conflict"),
             (post(url + "/v1/manifests", b"x" * ((1 << 20) + 1), **auth), 413, "too_large"),
             (
                 requests.post(
                     url + "/v1/manifests",
                     data=next_manifest(deployment),
-                    headers={"Content-Type": "text/plain", **auth},
+                    headers={"Content-Type": "text/plain", "Connection": "close", **auth},
                     timeout=30,
                 ),
                 415,
@@ -259,8 +272,9 @@ def test_every_error_status_has_its_json_code(data_dir: Path, deployment: Deploy
     assert "Traceback" not in log
 
 
-def test_concurrent_publishers_get_one_201(data_dir: Path, deployment: Deployment) -> None:
-    with running_server(data_dir, workers=2) as url:
+def test_concurrent_publishers_get_one_201(service: Service, deployment: Deployment) -> None:
+    with service.running(workers=2) as server:
+        url = server.base_url
         for _ in range(2):
             body = publish(deployment)  # the same next version for every publisher
             barrier = threading.Barrier(10)
@@ -273,9 +287,15 @@ def test_concurrent_publishers_get_one_201(data_dir: Path, deployment: Deploymen
                 statuses: list[int] = statuses,
                 lock: threading.Lock = lock,
             ) -> None:
-                session = requests.Session()
-                barrier.wait()
-                response = session.post(url + "/v1/manifests", data=body, headers=JSON, timeout=30)
+                with requests.Session() as session:  # connected before the barrier
+                    session.get(url + "/healthz", timeout=30)
+                    barrier.wait()
+                    response = session.post(
+                        url + "/v1/manifests",
+                        data=body,
+                        headers={**JSON, "Connection": "close"},
+                        timeout=30,
+                    )
                 assert response.json()  # every answer is JSON
                 with lock:
                     statuses.append(response.status_code)
@@ -287,26 +307,28 @@ def test_concurrent_publishers_get_one_201(data_dir: Path, deployment: Deploymen
                 t.join()
             assert sorted(statuses) == [201] + [409] * 9
         assert fresh_get(url + "/v1/manifest.json").content == deployment.manifests[-1]
-    assert verify_chain(data_dir, deployment) == [1, 2, 3]
+    assert verify_chain(service, deployment) == [1, 2, 3]
 
 
-def test_data_survives_a_restart(data_dir: Path, deployment: Deployment) -> None:
-    with running_server(data_dir) as url:
+def test_data_survives_a_restart(service: Service, deployment: Deployment) -> None:
+    with service.running() as server:
+        url = server.base_url
         assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
         etag = fresh_get(url + "/v1/manifest.json").headers["ETag"]
-    with running_server(data_dir) as url:
+    with service.running() as server:
+        url = server.base_url
         again = fresh_get(url + "/v1/manifest.json")
         assert again.content == deployment.manifests[-1]
         assert again.headers["ETag"] == etag  # same bytes, same ETag across restarts
         assert fresh_get(url + "/healthz").json()["manifest_version"] == 2
         assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
-    assert verify_chain(data_dir, deployment) == [1, 2, 3]
+    assert verify_chain(service, deployment) == [1, 2, 3]
 
 
 def test_kill_9_of_a_worker_during_publishes_leaves_the_store_consistent(
-    data_dir: Path, deployment: Deployment
+    service: Service, deployment: Deployment
 ) -> None:
-    with running_server_process(data_dir, workers=2) as server:
+    with service.running(workers=2) as server:
         url = server.base_url
         for round_ in range(4):
             body = next_manifest(deployment)
@@ -324,7 +346,7 @@ def test_kill_9_of_a_worker_during_publishes_leaves_the_store_consistent(
             os.kill(victims[round_ % len(victims)], signal.SIGKILL)
             sender.join()
             # Whatever the client saw, the store holds the old chain or the new version.
-            store = SQLiteStore(data_dir)
+            store = service.open_store()
             try:
                 store.check_integrity()
                 latest = store.latest_manifest()
@@ -342,11 +364,12 @@ def test_kill_9_of_a_worker_during_publishes_leaves_the_store_consistent(
                 "every worker serves the latest",
             )
         assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
-    assert verify_chain(data_dir, deployment) == list(range(1, len(deployment.manifests) + 1))
+    assert verify_chain(service, deployment) == list(range(1, len(deployment.manifests) + 1))
 
 
-def test_metrics_sum_every_worker(data_dir: Path) -> None:
-    with running_server(data_dir, workers=2) as url:
+def test_metrics_sum_every_worker(service: Service) -> None:
+    with service.running(workers=2) as server:
+        url = server.base_url
         etag = fresh_get(url + "/v1/manifest.json").headers["ETag"]
         for _ in range(9):
             fresh_get(url + "/v1/manifest.json", headers={"If-None-Match": etag})
@@ -364,10 +387,29 @@ def test_metrics_sum_every_worker(data_dir: Path) -> None:
         wait_for(counted, "metrics from both workers add up")
 
 
-@pytest.mark.parametrize("bad_store", ["truncated"])
-def test_a_damaged_store_stops_the_service_from_starting(fast_dir: Path, bad_store: str) -> None:
-    data = fast_dir / "broken"
-    data.mkdir()
-    (data / "pinserver.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
-    with pytest.raises(RuntimeError, match=r"store_corrupt|damaged"), running_server(data):
+def _damage(service: Service) -> None:
+    """Damage the store behind the service's back, as a disk or an operator might."""
+    if service.backend.database_url is None:
+        for path in service.data_dir.glob("pinserver.sqlite3*"):
+            path.unlink()
+        (service.data_dir / "pinserver.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
+        return
+    # The history tables are append-only, but a row can still be added out of order
+    # by someone with database access: manifest 3 with no manifest 2.
+    import psycopg  # the postgres extra; only this branch needs it
+
+    with psycopg.connect(service.backend.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO manifests (version, root_version, payload_sha256, published_at,"
+            " keyids, envelope) SELECT 3, root_version, payload_sha256, published_at, keyids,"
+            " envelope FROM manifests WHERE version = 1"
+        )
+
+
+def test_a_damaged_store_stops_the_service_from_starting(service: Service) -> None:
+    _damage(service)
+    with (
+        pytest.raises(RuntimeError, match=r"store_corrupt|damaged|skip from version"),
+        service.running(),
+    ):
         pass

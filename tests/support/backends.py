@@ -9,7 +9,8 @@ of its own on the session's throwaway server (and skips, saying why, where Postg
 cannot be had). The data directory is still used by both (metrics, generation file).
 
 A test about SQLite itself (its file on disk, WAL, tmpfs placement) says so with
-``@sqlite_only``, which narrows the parametrisation to ``[sqlite]``.
+``@sqlite_only``, which narrows the parametrisation to ``[sqlite]``; ``@postgres_only``
+likewise for what only PostgreSQL does.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ BACKEND_NAMES = ["sqlite", "postgres"]
 
 sqlite_only = pytest.mark.parametrize("store_backend", ["sqlite"], indirect=True)
 """Marks a test that is about SQLite itself: it runs on the SQLite backend only."""
+
+postgres_only = pytest.mark.parametrize("store_backend", ["postgres"], indirect=True)
+"""Marks a test about what only PostgreSQL does (notifications between replicas)."""
 
 
 @dataclass(frozen=True)

@@ -139,7 +139,9 @@ def _wait_healthy(server: ServerProcess, workers: int) -> None:
         if server.process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {server.process.returncode}:\n{server.log()}")
         try:
-            response = requests.get(server.base_url + "/healthz", timeout=2)
+            response = requests.get(
+                server.base_url + "/healthz", timeout=2, headers={"Connection": "close"}
+            )
             # every worker must be booted before tests spread requests over them
             if response.status_code == 200 and len(server.worker_pids()) >= workers:
                 booted = server.log().count("Booting worker")
@@ -155,9 +157,10 @@ def _wait_healthy(server: ServerProcess, workers: int) -> None:
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is not None:
         return
-    # SIGTERM: gunicorn's graceful stop (up to ~2 s with gthread). Not SIGINT: gunicorn
-    # 27's quick stop calls ThreadPoolExecutor.shutdown() from a signal handler, which
-    # can deadlock a gthread worker until the graceful timeout kills it.
+    # SIGTERM: gunicorn's graceful stop (a gthread worker lingers up to 2 s for any
+    # kept-alive connection, hence "Connection: close" on the tests' own requests).
+    # Not SIGINT: gunicorn 27's quick stop calls ThreadPoolExecutor.shutdown() from a
+    # signal handler, which can deadlock a gthread worker until the graceful timeout.
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=15)

@@ -111,8 +111,7 @@ class Mitm:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("MITM not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def requests_for(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
