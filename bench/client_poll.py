@@ -340,6 +340,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--pinsets", type=int, default=10)
+    parser.add_argument("--name", default="client_poll", help="results file name")
     args = parser.parse_args()
     with temp_dir("bench-client-") as work:
         results = run(runs=args.runs, pinsets=args.pinsets, work=work)
@@ -351,7 +352,7 @@ def main() -> None:
                 f" {row['wall_ms']:8.3f} ms wall {row['cpu_ms']:8.3f} ms cpu"
             )
     print(json.dumps(results["ratios"], indent=1))
-    write_results("client_poll", results)
+    write_results(args.name, results)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,7 @@ RENDERERS = {
     "server_wrk": server,
     "server_wrk_gunicorn_settings": server,
     "client_poll": client,
+    "client_poll_large": client,
     "verify_cost": verify,
     "history": history,
 }
