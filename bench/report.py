@@ -176,6 +176,7 @@ def history(doc: dict[str, Any]) -> str:
 RENDERERS = {
     "server_wrk": server,
     "server_wrk_gunicorn_settings": server,
+    "server_wrk_access_log": server,
     "client_poll": client,
     "client_poll_large": client,
     "verify_cost": verify,

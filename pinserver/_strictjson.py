@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from pinserver.errors import FormatError
@@ -17,11 +18,13 @@ def _reject_constant(name: str) -> Any:
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise FormatError(f"duplicate key {key!r}", field="json")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FormatError(f"duplicate key {key!r}", field="json")
+            seen.add(key)
     return obj
 
 
@@ -49,48 +52,109 @@ def _check_strings(value: Any) -> None:
             _check_strings(item)
 
 
-def _depth_ok(text: str) -> bool:
-    """Cheap structural depth scan (ignores brackets inside strings)."""
+# Bytes that are neither a quote, a bracket nor a colon. In UTF-8 these ASCII bytes
+# never occur inside a multi-byte character, so the scan can work on the raw bytes.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}:')
+_OPEN_CLOSE = bytes.maketrans(b"[]{}", b"()()")
+# A lone surrogate can only come from a \\uD800-\\uDFFF escape (UTF-8 decoding rejects
+# encoded ones); without such an escape in the text, no parsed string can hold one.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _outside_strings(data: bytes) -> bytes:
+    """The brackets and colons of ``data`` that lie outside strings, in order: exact for
+    valid JSON and for every prefix of it.
+
+    Bulk byte operations, no loop over characters: escapes are removed (``\\\\``
+    pairs first, then ``\\"``), then every byte but quotes, brackets and colons; the
+    quotes left are string delimiters, and what lies between each pair is dropped.
+    """
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = data.translate(None, _NOT_STRUCTURE)
+    if b'"' in marks:
+        # Adjacent quotes close one string and open the next (or delimit an empty one):
+        # dropping a pair leaves every other byte inside or outside strings as it was.
+        marks = marks.replace(b'""', b"")
+        if b'"' in marks:
+            marks = b"".join(marks.split(b'"')[0::2])
+    return marks
+
+
+def _nesting_exceeds(marks: bytes) -> bool:
+    """True when the brackets in ``marks`` nest deeper than ``MAX_DEPTH`` at any point.
+
+    Each round of removing adjacent ``()`` takes one level off a well-nested text, so a
+    text that vanishes within ``MAX_DEPTH`` rounds is shallow enough. Anything else (too
+    deep, or not well nested: invalid JSON) gets the exact count, which stops at the
+    first level too deep.
+    """
+    structure = marks.translate(_OPEN_CLOSE, b":")
+    remaining = structure
+    for _ in range(MAX_DEPTH):
+        if not remaining:
+            return False
+        shorter = remaining.replace(b"()", b"")
+        if len(shorter) == len(remaining):
+            break
+        remaining = shorter
+    if not remaining:
+        return False
     depth = 0
-    in_string = False
-    escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
+    for byte in structure:
+        if byte == 0x28:  # "("
             depth += 1
             if depth > MAX_DEPTH:
-                return False
-        elif ch in "]}":
+                return True
+        else:
             depth -= 1
-    return True
+    return False
+
+
+def _too_deep(data: bytes) -> bool:
+    """The verdict of a character-by-character depth count over ``data``."""
+    return _nesting_exceeds(_outside_strings(data))
 
 
 def loads_object(data: bytes, *, what: str) -> dict[str, Any]:
-    """Parse ``data`` as a strict JSON object or raise ``FormatError`` naming ``what``."""
+    """Parse ``data`` as a strict JSON object or raise ``FormatError`` naming ``what``.
+
+    Nesting is checked before ``json.loads``, so that the parser's C recursion stays
+    bounded whatever the interpreter's recursion limit (at a raised limit, CPython
+    3.11's scanner overflows the C stack on deep input instead of raising
+    RecursionError). Duplicate keys are found by counting: every colon outside strings
+    is one object member, so the parsed objects hold as many keys as there are colons
+    unless a key was repeated; then a second parse names it.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"{what} is not valid UTF-8", field=what) from e
     if text.startswith("\ufeff"):
         raise FormatError(f"{what} starts with a byte order mark", field=what)
-    if not _depth_ok(text):
+    marks = _outside_strings(data)
+    if _nesting_exceeds(marks):
         raise FormatError(f"{what} nests deeper than {MAX_DEPTH} levels", field=what)
+    keys = 0
+
+    def count_keys(obj: dict[str, Any]) -> dict[str, Any]:
+        nonlocal keys
+        keys += len(obj)
+        return obj
+
     try:
         value = json.loads(
-            text,
-            object_pairs_hook=_unique_object,
-            parse_constant=_reject_constant,
-            parse_float=_finite_float,
+            text, object_hook=count_keys, parse_constant=_reject_constant, parse_float=_finite_float
         )
-        _check_strings(value)
+        if keys != marks.count(b":"):
+            value = json.loads(
+                text,
+                object_pairs_hook=_unique_object,
+                parse_constant=_reject_constant,
+                parse_float=_finite_float,
+            )
+        if b"\\" in data and _SURROGATE_ESCAPE.search(data):
+            _check_strings(value)
     except FormatError as e:
         raise FormatError(e.message, field=what) from e
     except (ValueError, RecursionError) as e:

@@ -12,6 +12,12 @@ Each file is written to a temporary name in its directory, fsynced and renamed i
 place, and only if its bytes changed, so a web server never serves a half-written
 file and unchanged files keep their mtime (and so nginx's ETag). An immutable path
 that already holds *other* bytes is refused: the directory mirrors another store.
+
+A rewritten file gets a whole-second mtime strictly later than the one it replaces
+(``max(now, previous + 1 s)``). nginx's ETag is ``"<mtime in seconds>-<size>"``, and
+consecutive manifests are often the same size: with the wall-clock mtime, two exports
+within one second would give the new ``v1/manifest.json`` the old one's ETag, and a
+polling client would get 304 and keep the old pins until the next publication.
 """
 
 from __future__ import annotations
@@ -42,13 +48,23 @@ class ExportResult:
     unchanged: int = 0
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def next_mtime(previous: float | None, now: float) -> int:
+    """A whole-second mtime after ``previous`` (the replaced file's), ``now`` if later:
+    a rewritten file never keeps its predecessor's mtime, so never its nginx ETag."""
+    current = int(now)
+    if previous is None:
+        return current
+    return max(current, int(previous) + 1)
+
+
+def _write_atomic(path: Path, data: bytes, *, mtime: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.utime(f.fileno(), (mtime, mtime))  # before the rename: served with it at once
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
@@ -62,22 +78,27 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def _read(path: Path) -> bytes | None:
+def _read(path: Path) -> tuple[bytes, float] | tuple[None, None]:
+    """The file's bytes and mtime, or ``(None, None)`` when there is no such file."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            return f.read(), os.fstat(f.fileno()).st_mtime
     except FileNotFoundError:
-        return None
+        return None, None
 
 
-def export(store: Store, out_dir: str | Path) -> ExportResult:
-    """Bring ``out_dir`` up to date with ``store``; returns what was (re)written."""
+def export(
+    store: Store, out_dir: str | Path, *, clock: Callable[[], float] = time.time
+) -> ExportResult:
+    """Bring ``out_dir`` up to date with ``store``; returns what was (re)written.
+    ``clock`` gives the time (epoch seconds) written files take as their mtime."""
     out = Path(out_dir)
     head = store.head()
     result = ExportResult(head=head)
 
     def put(relative: str, data: bytes, *, immutable: bool) -> None:
         path = out / relative
-        existing = _read(path)
+        existing, existing_mtime = _read(path)
         if existing == data:
             result.unchanged += 1
             return
@@ -86,7 +107,7 @@ def export(store: Store, out_dir: str | Path) -> ExportResult:
                 f"{path} holds other bytes than the store's; export into an empty directory"
                 " or the one this store exported to before"
             )
-        _write_atomic(path, data)
+        _write_atomic(path, data, mtime=next_mtime(existing_mtime, clock()))
         result.written.append(relative)
 
     # Immutable versions first, the moving pointer last: a client that sees a new

@@ -178,9 +178,18 @@ def is_publisher_changed(old: Root, new: Root) -> bool:
 # --- manifests --------------------------------------------------------------------------
 
 
-def verify_manifest_signatures(root: Root, data: bytes | Envelope) -> VerifiedManifest:
-    """Step 1 of SPEC section 6: payload type and publisher threshold of ``root``, then parse."""
-    if isinstance(data, Envelope):
+def verify_manifest_signatures(
+    root: Root, data: bytes | Envelope | VerifiedManifest
+) -> VerifiedManifest:
+    """Step 1 of SPEC section 6: payload type and publisher threshold of ``root``, then parse.
+
+    ``data`` may be a manifest already verified under another (or the same) root, e.g.
+    before a root walk: its signatures are checked again under ``root``, and only the
+    parse of its payload, a pure function of the same bytes, is reused."""
+    parsed: Manifest | None = None
+    if isinstance(data, VerifiedManifest):
+        envelope, raw, parsed = data.envelope, data.raw, data.manifest
+    elif isinstance(data, Envelope):
         envelope, raw = data, data.to_bytes()
     else:
         envelope, raw = Envelope.from_bytes(data), data
@@ -192,7 +201,7 @@ def verify_manifest_signatures(root: Root, data: bytes | Envelope) -> VerifiedMa
         threshold=root.publisher_role.threshold,
         role=f"publisher role of root {root.version}",
     )
-    manifest = Manifest.from_bytes(envelope.payload)
+    manifest = parsed if parsed is not None else Manifest.from_bytes(envelope.payload)
     return VerifiedManifest(
         manifest=manifest, envelope=envelope, raw=raw, signed_by=signed_by, under_root=root.version
     )
@@ -216,7 +225,7 @@ def verify_window(manifest: Manifest, reference_time: datetime, skew: timedelta)
 
 def accept_manifest(
     root: Root,
-    data: bytes | Envelope,
+    data: bytes | Envelope | VerifiedManifest,
     *,
     floor: ManifestFloor | None,
     reference_time: datetime,
@@ -399,7 +408,7 @@ class TrustedSet:
         self._rotations += 1
         return new
 
-    def update_manifest(self, data: bytes) -> VerifiedManifest:
+    def update_manifest(self, data: bytes | VerifiedManifest) -> VerifiedManifest:
         verified = accept_manifest(
             self.root, data, floor=self.floor, reference_time=self.reference_time, skew=self.skew
         )

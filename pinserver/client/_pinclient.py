@@ -8,6 +8,7 @@ state is on disk, so readers (``pins_for``, pinned sessions) never see half of i
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -197,6 +198,9 @@ class PinClient:
         self._reporter = Reporter(clock=clock)
         self.load_problem: str | None = None
         """Why the saved state was discarded at the last load (None: it loaded fine)."""
+        self._state_digest: bytes | None = None
+        """SHA-256 of the state file bytes that ``_snapshot`` was verified from or
+        written as; only read and set with the state lock held (or in __init__)."""
         snapshot = self._load_saved()
         self._snapshot = snapshot if snapshot is not None else _Snapshot(roots=(self._anchor,))
 
@@ -285,13 +289,23 @@ class PinClient:
 
     def _load_saved(self) -> _Snapshot | None:
         """Re-verify the saved state from the shipped anchor; None (and
-        ``load_problem`` set) when there is none or it does not verify."""
+        ``load_problem`` set) when there is none or it does not verify.
+
+        When the file holds exactly the bytes this client last verified or wrote
+        (same SHA-256), the snapshot in memory is what verifying them again would
+        give, and is returned as it is: verification depends only on those bytes and
+        the shipped anchor. Any other bytes, whoever wrote them, are verified in full."""
         self.load_problem = None
         try:
             raw = self._state_dir.read()
             if raw is None:
                 return None
-            return self._verify_stored(raw)
+            digest = hashlib.sha256(raw).digest()
+            if digest == self._state_digest:
+                return self._snapshot
+            snapshot = self._verify_stored(raw)
+            self._state_digest = digest
+            return snapshot
         except (OSError, StateFileError, PinserverError) as e:
             self.load_problem = f"{type(e).__name__}: {e}"
             logger.error(
@@ -442,13 +456,16 @@ class PinClient:
 
     def _persist(self, snapshot: _Snapshot, etags: dict[str, str]) -> None:
         """Write durably, then swap: the order SPEC section 6 rule 6 requires."""
+        floor = snapshot.time_floor
         final = _Snapshot(
             roots=snapshot.roots,
             manifest=snapshot.manifest,
             etags=etags,
-            time_floor=snapshot.time_floor,
+            # Whole seconds, as the file stores it: memory holds what a reload would give.
+            time_floor=floor.replace(microsecond=0) if floor is not None else None,
         )
-        self._state_dir.write(final.to_stored())
+        written = self._state_dir.write(final.to_stored())
+        self._state_digest = hashlib.sha256(written).digest()
         self._snapshot = final
 
     def _verify(self, old: _Snapshot, body: bytes, mirror_index: int, now: datetime) -> TrustedSet:
@@ -460,15 +477,19 @@ class PinClient:
             floor=old.floor,
             max_root_rotations=self.max_root_rotations,
         )
+        candidate: bytes | VerifiedManifest = body
         try:
-            named = verify_manifest_signatures(trusted.root, body).manifest.root_version
+            candidate = verify_manifest_signatures(trusted.root, body)
         except SignatureError:
             # Perhaps signed under a newer root: walk forward as far as the chain goes.
             self._walk_roots(trusted, mirror_index, until=None)
         else:
+            named = candidate.manifest.root_version
             if named > trusted.root.version:
                 self._walk_roots(trusted, mirror_index, until=named)
-        trusted.update_manifest(body)
+        # The payload is parsed once: the acceptance rules reuse the parse above and
+        # check the signatures again under the (possibly newer) trusted root.
+        trusted.update_manifest(candidate)
         return trusted
 
     def _walk_roots(self, trusted: TrustedSet, mirror_index: int, *, until: int | None) -> None:

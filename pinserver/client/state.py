@@ -75,14 +75,20 @@ def _checksum(body: Any) -> str:
 
 
 def encode_state(state: StoredState) -> bytes:
-    """The bytes of a state file: the content plus a SHA-256 over its canonical form."""
-    body = {
-        "roots": [{"version": v, "envelope": _b64(raw)} for v, raw in state.roots],
-        "manifest": _b64(state.manifest) if state.manifest is not None else None,
-        "etags": dict(sorted(state.etags.items())),
-        "time_floor": format_timestamp(state.time_floor) if state.time_floor else None,
-    }
-    return _canonical({"format": STATE_FORMAT, "sha256": _checksum(body), "state": body}) + b"\n"
+    """The bytes of a state file: the content plus a SHA-256 over its canonical form.
+
+    They are the canonical JSON (sorted keys, compact, ASCII) of ``{"format", "sha256",
+    "state"}``, assembled in sorted key order so that the manifest's base64, most of
+    the file, is not passed through the JSON encoder: base64 needs no escaping."""
+    manifest = b'"%s"' % base64.b64encode(state.manifest) if state.manifest is not None else b"null"
+    body = b'{"etags":%s,"manifest":%s,"roots":%s,"time_floor":%s}' % (
+        _canonical(dict(sorted(state.etags.items()))),
+        manifest,
+        _canonical([{"envelope": _b64(raw), "version": v} for v, raw in state.roots]),
+        _canonical(format_timestamp(state.time_floor) if state.time_floor else None),
+    )
+    checksum = hashlib.sha256(body).hexdigest().encode("ascii")
+    return b'{"format":%d,"sha256":"%s","state":%s}\n' % (STATE_FORMAT, checksum, body)
 
 
 def decode_state(data: bytes) -> StoredState:
@@ -169,10 +175,13 @@ class StateDir:
         except FileNotFoundError:
             return None
 
-    def write(self, state: StoredState) -> None:
-        """Durably replace the state file (call with :meth:`lock` held)."""
+    def write(self, state: StoredState) -> bytes:
+        """Durably replace the state file (call with :meth:`lock` held); returns the
+        bytes written, so that the writer can recognise its own file later."""
         self._remove_stale_temp_files()
-        write_file_atomic(self.state_file, encode_state(state), mode=0o600)
+        data = encode_state(state)
+        write_file_atomic(self.state_file, data, mode=0o600)
+        return data
 
     def _remove_stale_temp_files(self) -> None:
         # Left behind by a process killed mid-write; safe to remove under the lock.

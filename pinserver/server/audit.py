@@ -2,7 +2,8 @@
 
 ``/audit`` is the timeline (manifests and root rotations, newest first, paged),
 ``/audit/manifests/N`` one version with its pin sets, its verification status and the
-diff from N-1, ``/audit/hosts/HOST`` one host's pin history.
+diff from N-1, ``/audit/hosts/HOST`` one host's pin history (paged too: each page reads
+and verifies a fixed number of versions, whatever the size of the store).
 
 Nothing here decides trust by itself: every status comes from the pure core
 (``trust.verify_anchor_root`` / ``verify_next_root`` along the stored root chain from
@@ -21,7 +22,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, render_template, request
 
-from pinserver.diff import ManifestDiff, diff_manifests, host_history
+from pinserver.diff import HostEvent, ManifestDiff, diff_manifests, host_history
 from pinserver.documents import Manifest, PinSet, Root, format_timestamp, validate_host
 from pinserver.envelope import Envelope
 from pinserver.errors import PinserverError
@@ -48,7 +49,8 @@ from pinserver.trust import (
 logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
-HOST_SCAN_BATCH = 100
+# Versions one /audit/hosts/HOST page examines (each one is read and verified).
+HOST_PAGE_VERSIONS = 200
 EXPIRY_WARNING = timedelta(days=14)
 KEY_NAMES_SETTING = "PINSERVER_KEY_NAMES"
 CONTENT_SECURITY_POLICY = (
@@ -562,47 +564,71 @@ def manifest_page(version_text: str) -> Any:
     )
 
 
-@dataclass
-class _HostScan:
-    """Verified manifests in version order for ``host_history``, noting those skipped."""
+@dataclass(frozen=True)
+class HostWindow:
+    """One page of a host's history: versions ``first..last`` checked, plus the version
+    just below them as the base the first change is measured against."""
 
-    store: Store
-    roots: Mapping[int, RootCheck]
-    latest: int
-    skipped: list[ManifestCheck] = field(default_factory=list)
-    checked: int = 0
+    first: int
+    last: int
+    events: list[HostEvent]  # oldest first, all within first..last
+    skipped: list[ManifestCheck]  # in the window (or its base) and not verified
+    pinset: PinSet | None  # the host's pin set in the newest verified version shown
+    any_verified: bool
 
-    def manifests(self) -> Iterator[Manifest]:
-        for first in range(1, self.latest + 1, HOST_SCAN_BATCH):
-            last = min(self.latest, first + HOST_SCAN_BATCH - 1)
-            for check in _check_range(self.store, first, last, self.roots):
-                self.checked += 1
-                if check.manifest is None:
-                    self.skipped.append(check)
-                else:
-                    yield check.manifest
+
+def host_window(
+    store: Store, roots: Mapping[int, RootCheck], host: str, *, first: int, last: int
+) -> HostWindow:
+    """``host``'s events in versions ``first..last``: reads and verifies those versions
+    and the one below (``last - first + 3`` rows with its hash-chain link), never more,
+    so a page costs the same whatever the size of the store."""
+    checks = _check_range(store, max(1, first - 1), last, roots) if last >= 1 else []
+    verified = [c.manifest for c in checks if c.manifest is not None]
+    events = [e for e in host_history(verified, host) if e.version >= first]
+    newest = next((c.manifest for c in reversed(checks) if c.version >= first and c.manifest), None)
+    return HostWindow(
+        first=first,
+        last=last,
+        events=events,
+        skipped=[c for c in checks if c.manifest is None],
+        pinset=newest.pinset(host) if newest else None,
+        any_verified=newest is not None,
+    )
 
 
 @bp.get("/hosts/<host>")
 def host_page(host: str) -> Any:
-    """One host's pin set history across every version (newest first)."""
+    """One host's pin set history, newest first, ``HOST_PAGE_VERSIONS`` versions a page
+    (``?before=N``: the page of versions below N). A page never scans the whole history:
+    this URL is public, and a long history must not make it expensive."""
     try:
         validate_host(host, field="host")
     except PinserverError as e:
         return _html_error(404, "No such host", e.message)
     store = _store()
+    latest = store.head().manifest_version
+    before_arg = request.args.get("before")
+    if before_arg is None:
+        top = latest
+    else:
+        before = _parse_version(before_arg)
+        if before is None:
+            return _html_error(400, "Bad page", "before must be a version number (1 or more)")
+        top = min(before - 1, latest)
+    bottom = max(1, top - HOST_PAGE_VERSIONS + 1)
     roots = {r.version: r for r in _roots(store)}
-    scan = _HostScan(store, roots, store.head().manifest_version)
-    events = host_history(scan.manifests(), host)
+    window = host_window(store, roots, host, first=bottom, last=top)
     now = _now()
-    current: PinSet | None = events[-1].pinset if events and events[-1].kind != "removed" else None
     return render_template(
         "audit_host.html",
         host=host,
-        events=list(reversed(events)),
-        current=current,
-        skipped=scan.skipped,
-        checked=scan.checked,
+        window=window,
+        events=list(reversed(window.events)),
+        latest=latest,
+        is_newest=top == latest,
+        newer=top + HOST_PAGE_VERSIONS + 1 if top < latest else None,
+        older=bottom if bottom > 1 else None,
         expiry=lambda moment: Expiry(moment, now),
         now=now,
     )
@@ -615,12 +641,15 @@ def register_audit(app: Flask) -> None:
 
 __all__ = [
     "CONTENT_SECURITY_POLICY",
+    "HOST_PAGE_VERSIONS",
     "PAGE_SIZE",
+    "HostWindow",
     "ManifestCheck",
     "RootCheck",
     "bp",
     "check_manifest",
     "check_root_chain",
+    "host_window",
     "load_key_names",
     "register_audit",
 ]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pinserver.server.accesslog import log_polls_setting
 from pinserver.server.metrics import clear_directory
 from pinserver.store import DEFAULT_DATA_DIR, check_store, open_store
 
@@ -29,6 +30,10 @@ limit_request_field_size = 8190
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108
 _access = os.environ.get("PINSERVER_ACCESS_LOG", "-")
 accesslog = None if _access in ("", "off", "none") else _access
+try:  # PINSERVER_ACCESS_LOG_POLLS=1 logs successful polls too (read by the logger class)
+    log_polls_setting()
+except ValueError as _e:
+    sys.exit(f"pinserver: {_e}")
 errorlog = os.environ.get("PINSERVER_ERROR_LOG", "-")
 loglevel = os.environ.get("PINSERVER_LOG_LEVEL", "info")
 logger_class = "pinserver.server.accesslog.JsonAccessLogger"

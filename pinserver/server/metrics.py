@@ -41,6 +41,10 @@ def _key(name: str, labels: dict[str, str]) -> _Key:
     return f"{name}{{{inner}}}"
 
 
+_POLL_200 = _key("pinserver_polls_total", {"status": "200"})
+_POLL_304 = _key("pinserver_polls_total", {"status": "304"})
+
+
 class Metrics:
     """Per-worker counters with a cross-worker view through ``directory``."""
 
@@ -54,7 +58,9 @@ class Metrics:
         self._stop = threading.Event()
 
     def inc(self, name: str, by: int = 1, **labels: str) -> None:
-        key = _key(name, labels)
+        self._add(_key(name, labels), by)
+
+    def _add(self, key: _Key, by: int = 1) -> None:
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + by
             self._dirty = True
@@ -62,7 +68,8 @@ class Metrics:
             self._start_flusher()
 
     def poll(self, not_modified: bool) -> None:
-        self.inc("pinserver_polls_total", status="304" if not_modified else "200")
+        # Every poll comes here: the two keys are formatted once, not per request.
+        self._add(_POLL_304 if not_modified else _POLL_200)
 
     def rejection(self, code: str) -> None:
         self.inc("pinserver_rejections_total", code=code)

@@ -3,13 +3,19 @@ one directory without rolling each other back."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pinserver.client import PinClient
 from pinserver.client.state import (
     LOCK_FILE,
     STATE_FILE,
@@ -164,3 +170,110 @@ def test_unwritable_state_file_is_a_store_error_and_nothing_is_swapped(
     assert client.manifest_version is None
     (state_dir / STATE_FILE).rmdir()
     assert client.refresh().manifest_version == 1
+
+
+def test_a_state_file_tampered_between_two_polls_is_caught_on_the_next_poll(
+    deployment: Deployment, mirror: Mirror, make_client: MakeClient, state_dir: Path
+) -> None:
+    """Another process rewrites state.json in place between two polls of a live client:
+    same inode, same size, same mtime, valid checksum; only a signature differs. The
+    next poll sees other bytes than the ones it wrote, verifies them in full, refuses
+    them and keeps the pins it holds."""
+    deployment.publish()
+    mirror.serve_deployment(deployment)
+    client = make_client()
+    client.refresh()
+    assert client.refresh().not_modified
+    assert client.load_problem is None
+
+    path = state_dir / STATE_FILE
+    before = path.stat()
+    stored = decode_state(path.read_bytes())
+    assert stored.manifest is not None
+    sig = json.loads(stored.manifest)["signatures"][0]["sig"]
+    forged_sig = ("B" if sig[0] == "A" else "A") + sig[1:]
+    tampered = encode_state(
+        StoredState(
+            roots=stored.roots,
+            manifest=stored.manifest.replace(sig.encode(), forged_sig.encode()),
+            etags=stored.etags,
+            time_floor=stored.time_floor,
+        )
+    )
+    assert len(tampered) == before.st_size
+    with path.open("r+b") as f:  # in place: the inode stays
+        f.write(tampered)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+
+    result = client.refresh()
+    assert result.not_modified
+    assert client.load_problem is not None
+    assert "SignatureError" in client.load_problem
+    assert client.manifest_version == 1  # the verified pins in memory stay in force
+    assert client.pins_for("updates.example.com") is not None
+    assert make_client().load_problem is not None  # and a new process refuses it too
+
+
+def test_state_is_verified_when_its_bytes_change_and_only_then(
+    deployment: Deployment,
+    mirror: Mirror,
+    make_client: MakeClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Verifying the state depends only on its bytes and the shipped root, so a client
+    that wrote or verified these very bytes does not verify them again: not on the
+    first poll after loading, not after its own update. Another process's write is
+    verified in full."""
+    verified: list[bytes] = []
+    real = PinClient._verify_stored
+
+    def counting(self: PinClient, raw: bytes) -> Any:
+        verified.append(raw)
+        return real(self, raw)
+
+    monkeypatch.setattr(PinClient, "_verify_stored", counting)
+    for _ in range(3):
+        deployment.publish()
+    mirror.serve_deployment(deployment, manifest_version=1)
+    make_client().refresh()
+    assert verified == []  # nothing on disk yet; then it wrote the state itself
+
+    client = make_client()  # a cold start loads and verifies once
+    assert len(verified) == 1
+    assert client.refresh().not_modified
+    mirror.serve_deployment(deployment, manifest_version=2)
+    assert client.refresh().updated
+    assert client.refresh().not_modified
+    assert len(verified) == 1
+
+    other = make_client()  # another process moves the directory on
+    mirror.serve_deployment(deployment, manifest_version=3)
+    other.refresh()
+    verified.clear()
+    assert client.refresh().not_modified
+    assert len(verified) == 1
+    assert client.manifest_version == 3
+
+
+def test_the_file_format_is_the_canonical_json_of_its_parts() -> None:
+    """encode_state serialises the body once; the bytes are those of the canonical
+    JSON of the whole file, as earlier versions wrote it."""
+    state = StoredState(
+        roots=((2, b"root\xff"),), manifest=b"m" * 1000, etags={"http://m": '"é\\"'}, time_floor=NOW
+    )
+    body = {
+        "roots": [{"version": 2, "envelope": base64.b64encode(b"root\xff").decode()}],
+        "manifest": base64.b64encode(b"m" * 1000).decode(),
+        "etags": {"http://m": '"é\\"'},
+        "time_floor": "2026-12-03T12:00:00Z",
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    whole = {"format": 1, "sha256": hashlib.sha256(canonical.encode()).hexdigest(), "state": body}
+    expected = json.dumps(whole, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert encode_state(state) == expected.encode() + b"\n"

@@ -162,3 +162,60 @@ def test_export_refuses_a_directory_of_another_store(tmp_path: Path) -> None:
             export(store, tmp_path / "out")
     finally:
         store.close()
+
+
+def _nginx_etag(path: Path) -> str:
+    """The ETag nginx sends for a static file: hex mtime seconds and hex size."""
+    st = path.stat()
+    return f'"{int(st.st_mtime):x}-{st.st_size:x}"'
+
+
+def test_a_new_manifest_of_the_same_size_never_keeps_the_nginx_etag(
+    service: Service, deployment: Deployment, tmp_path: Path
+) -> None:
+    """Two exports within one second of different manifests of the same size: the
+    second file gets a later whole-second mtime, so nginx gives it another ETag and a
+    client polling with the first one gets the new manifest, not 304."""
+    out = tmp_path / "out"
+    instant = 1_800_000_000.25  # both exports happen within this second
+    served = out / "v1/manifest.json"
+    seen = []
+    for _ in range(2):
+        app = service.app()
+        try:
+            created = app.test_client().post(
+                "/v1/manifests", data=publish(deployment), headers=JSON
+            )
+            assert created.status_code == 201
+        finally:
+            app.extensions["pinserver"].store.close()
+        store = service.open_store()
+        try:
+            assert "v1/manifest.json" in export(store, out, clock=lambda: instant).written
+        finally:
+            store.close()
+        assert served.read_bytes() == deployment.manifests[-1]
+        seen.append((int(served.stat().st_mtime), _nginx_etag(served)))
+    first, second = deployment.manifests[-2:]
+    assert first != second
+    assert len(first) == len(second)  # what made the ETags collide
+    assert seen[0][0] == int(instant)
+    assert seen[1][0] == int(instant) + 1
+    assert seen[0][1] != seen[1][1]
+    # Unchanged files keep their mtime; new ones take the clock's second.
+    assert int((out / "v1/manifests/2.json").stat().st_mtime) == int(instant)
+    # And with the real clock, back to back: strictly later again.
+    app = service.app()
+    try:
+        client = app.test_client()
+        assert (
+            client.post("/v1/manifests", data=publish(deployment), headers=JSON).status_code == 201
+        )
+    finally:
+        app.extensions["pinserver"].store.close()
+    store = service.open_store()
+    try:
+        export(store, out)
+    finally:
+        store.close()
+    assert int(served.stat().st_mtime) > seen[1][0]

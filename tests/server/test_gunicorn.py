@@ -88,7 +88,8 @@ def pids_serving(log: str, path: str, status: int = 200) -> set[int]:
 def test_publish_is_served_by_every_worker_at_once(
     service: Service, deployment: Deployment
 ) -> None:
-    with service.running(workers=2) as server:
+    # Polls are logged only on request; the log is how this test sees which worker served.
+    with service.running(workers=2, env={"PINSERVER_ACCESS_LOG_POLLS": "1"}) as server:
         url = server.base_url
         first = fresh_get(url + "/v1/manifest.json")
         assert first.content == deployment.manifests[0]
@@ -132,6 +133,46 @@ def test_etag_and_304(service: Service, deployment: Deployment) -> None:
         changed = fresh_get(url + "/v1/manifest.json", headers={"If-None-Match": etag})
         assert changed.status_code == 200
         assert changed.headers["ETag"] != etag
+
+
+def access_log(server_log: str) -> list[tuple[str, str, int]]:
+    """(method, path, status) of every access log line, in order."""
+    records = [json.loads(line) for line in server_log.splitlines() if line.startswith("{")]
+    return [(r["method"], r["path"], r["status"]) for r in records]
+
+
+def test_the_access_log_skips_successful_polls_only(
+    empty_service: Service, deployment: Deployment
+) -> None:
+    """By default a poll answered 200 or 304 leaves no log line (the metrics count it);
+    a failed poll, a publication and every other request do."""
+    empty_service.init(deployment)  # root 1, no manifest yet: the poll path answers 404
+    with empty_service.running(workers=1) as server:
+        url = server.base_url
+        manifest = url + "/v1/manifest.json"
+        assert fresh_get(manifest).status_code == 404
+        assert post(url + "/v1/manifests", publish(deployment)).status_code == 201
+        etag = fresh_get(manifest).headers["ETag"]
+        assert fresh_get(manifest, headers={"If-None-Match": etag}).status_code == 304
+        assert requests.head(manifest, headers={"Connection": "close"}, timeout=30).ok
+        assert fresh_get(manifest + "?cache-buster=1").status_code == 200
+        assert fresh_get(url + "/v1/manifests/1.json").status_code == 200
+        assert fresh_get(url + "/v1/roots/9.json").status_code == 404
+        deleted = requests.delete(manifest, headers={"Connection": "close"}, timeout=30)
+        assert deleted.status_code == 405
+        metrics = fresh_get(url + "/metrics").text
+        wait_for(lambda: ("GET", "/metrics", 200) in access_log(server.log()), "the last log line")
+        logged = access_log(server.log())
+    assert 'pinserver_polls_total{status="200"} 3' in metrics
+    assert 'pinserver_polls_total{status="304"} 1' in metrics
+    assert [line for line in logged if line[1] != "/healthz"] == [
+        ("GET", "/v1/manifest.json", 404),
+        ("POST", "/v1/manifests", 201),
+        ("GET", "/v1/manifests/1.json", 200),
+        ("GET", "/v1/roots/9.json", 404),
+        ("DELETE", "/v1/manifest.json", 405),
+        ("GET", "/metrics", 200),
+    ]
 
 
 def test_a_commit_without_the_generation_file_shows_within_the_bound(
