@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pinserver.client import PinClient
 from pinserver.export import ExportConflictError, export
 from pinserver.store.sqlite import SQLiteStore
 from tests.factory import Deployment
@@ -92,11 +93,6 @@ def test_export_serves_the_same_bytes_at_the_same_paths(
 def test_a_client_polls_the_mirror(
     service: Service, deployment: Deployment, static_server: tuple[str, Path], tmp_path: Path
 ) -> None:
-    client_module = pytest.importorskip(
-        "pinserver.client", reason="the client module is not built yet"
-    )
-    if not hasattr(client_module, "PinClient"):
-        pytest.skip("pinserver.client has no PinClient yet")
     _grown(service, deployment)
     mirror_url, www = static_server
     store = service.open_store()
@@ -106,9 +102,7 @@ def test_a_client_polls_the_mirror(
         store.close()
     anchor = tmp_path / "root-1.json"
     anchor.write_bytes(deployment.roots[0])
-    client = client_module.PinClient(
-        mirror_url, trusted_root=str(anchor), state_dir=str(tmp_path / "state")
-    )
+    client = PinClient(mirror_url, trusted_root=str(anchor), state_dir=str(tmp_path / "state"))
     result = client.refresh()
     assert result.manifest_version == 2
     assert result.root_version == 2
