@@ -8,7 +8,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
 COPY pinserver ./pinserver
 RUN python -m venv /venv \
- && /venv/bin/pip install --no-compile . \
+ && /venv/bin/pip install --no-compile ".[postgres]" \
  && /venv/bin/python -m compileall -q /venv/lib
 
 FROM python:3.12-slim-bookworm

@@ -238,6 +238,17 @@ class LiveHost:
 # --- the service ----------------------------------------------------------------------------
 
 
+# The admin's own service settings, which the drill must never follow: with the real
+# PINSERVER_DATABASE_URL in the environment, `init` would install the drill's throwaway
+# root 1 in that database (for ever: roots are append-only) and `serve` would serve it.
+_FOREIGN_SETTINGS: dict[str, str | None] = {
+    "PINSERVER_DATABASE_URL": None,
+    "PINSERVER_DATA": None,
+    "PINSERVER_PUBLISH_TOKEN": None,
+    "PINSERVER_ADMIN_TOKEN": None,
+}
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -250,7 +261,8 @@ def served(data_dir: Path, log_path: Path) -> Iterator[str]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("PINSERVER_PUBLISH_TOKEN", None)
+    for name in _FOREIGN_SETTINGS:
+        env.pop(name, None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
@@ -330,7 +342,9 @@ class Drill:
         """``pinserver ARGS``; the step fails unless it exits with ``expect``."""
         command = "pinserver " + " ".join(shlex.quote(a) for a in args)
         self.log.append(command)
-        result = click.testing.CliRunner().invoke(self.cli, list(args), catch_exceptions=True)
+        result = click.testing.CliRunner().invoke(
+            self.cli, list(args), catch_exceptions=True, env=dict(_FOREIGN_SETTINGS)
+        )
         output = result.output
         if isinstance(result.exception, PinserverError):
             output += f"error [{result.exception.code}]: {result.exception.message}\n"

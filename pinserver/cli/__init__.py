@@ -69,4 +69,12 @@ def main(argv: list[str] | None = None) -> None:
     except PinserverError as e:
         report_error(e, verbose=verbose)
         sys.exit(1)
+    except OSError as e:
+        # A file or directory the command could not read or write (permissions, a file
+        # where a directory is expected, a full disk): a message, not a traceback.
+        where = f"{e.filename}: " if e.filename else ""
+        error = PinserverError(f"{where}{e.strerror or e}", code="file_error")
+        error.__traceback__ = e.__traceback__
+        report_error(error, verbose=verbose)
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -44,6 +44,7 @@ HINTS: dict[str, str] = {
     "no_manifest": "publish the first manifest: `manifest new --first`, `sign`, `publish`",
     "not_confirmed": "check every replica serves the new version (GET /v1/manifest.json)",
     "root_substituted": "check --server and --root: this server does not serve your root",
+    "file_error": "check that the path exists, is of the right kind and that you may write it",
 }
 
 

@@ -124,7 +124,13 @@ def _print(chain: Sequence[ChainCert], key_pins: Sequence[str], source: str, now
 @click.option(
     "--insecure", is_flag=True, help="With --connect, show the chain even if it does not verify."
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True, max=600),
+    default=10.0,
+    show_default=True,
+    help="Seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the chain as JSON.")
 def spki_command(
     *,

@@ -20,7 +20,7 @@ from pinserver.errors import FormatError, PinserverError, VersionConflictError
 from pinserver.export import ExportResult, export
 from pinserver.export import watch as watch_export
 from pinserver.keys import PrivateKey
-from pinserver.store import DEFAULT_DATA_DIR, check_store, open_store
+from pinserver.store import DEFAULT_DATA_DIR, check_store, open_store, redact_database_url
 from pinserver.store.base import NotInitialisedError, Store
 from pinserver.trust import ManifestFloor, verify_anchor_root, verify_publication
 
@@ -76,7 +76,9 @@ def init_command(root_file: Path, data_dir: Path, database_url: str | None) -> N
     store = open_store(data_dir, database_url)
     try:
         installed = _install_root(
-            store, root_file.read_bytes(), where=str(database_url or data_dir)
+            store,
+            root_file.read_bytes(),
+            where=redact_database_url(database_url) if database_url else str(data_dir),
         )
     finally:
         store.close()

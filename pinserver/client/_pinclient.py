@@ -130,6 +130,19 @@ class RefreshResult:
         }
 
 
+def _bounded_floor(floor: datetime | None, held: VerifiedManifest | None) -> datetime | None:
+    """The time floor, never past the held manifest's ``issued_at``.
+
+    The floor is the newest ``issued_at`` accepted (capped at the clock), so with a
+    publisher whose clock runs forward it never exceeds the held manifest's. A higher
+    floor in the state file is one planted by whoever can write the directory (the
+    checksum is no signature): ten years ahead, it would make every manifest look
+    expired for good. Without a manifest there is no floor."""
+    if floor is None or held is None:
+        return None
+    return min(floor.replace(microsecond=0), held.manifest.issued_at)
+
+
 def _changed_hosts(old: Manifest | None, new: Manifest) -> tuple[str, ...]:
     before = {p.host: p for p in old.pinsets} if old else {}
     after = {p.host: p for p in new.pinsets}
@@ -239,7 +252,15 @@ class PinClient:
     def pins_for(self, host: str) -> PinSet | None:
         """The pin set in force for ``host`` (include_subdomains honoured; the most
         specific wins), or None: not pinned, pin set expired, no manifest, or the
-        manifest expired under ``on_expiry="ca-only"``. None means plain CA validation."""
+        manifest expired under ``on_expiry="ca-only"``. None means plain CA validation.
+
+        Case and a trailing dot are ignored. An internationalised name must be given
+        as its IDNA A-label (``xn--...``, what requests puts on the wire and manifests
+        hold): a U-label raises ``ValueError`` instead of quietly matching nothing."""
+        if not host.isascii():
+            raise ValueError(
+                f"{host!r}: pass the IDNA A-label (xn--...) of an internationalised name"
+            )
         snapshot = self._snapshot
         if snapshot.manifest is None:
             return None
@@ -335,7 +356,7 @@ class PinClient:
             roots=tuple(roots),
             manifest=manifest,
             etags=dict(stored.etags) if manifest else {},
-            time_floor=stored.time_floor,
+            time_floor=_bounded_floor(stored.time_floor, manifest),
         )
 
     # --- refreshing -----------------------------------------------------------------
@@ -368,9 +389,27 @@ class PinClient:
                     " stay in force but could not be saved"
                 ) from e
 
+    def _warn_if_expired(self, manifest: Manifest | None, now: datetime) -> None:
+        """SPEC 6: once the last good manifest has expired, a warning every poll."""
+        if manifest is not None and now >= manifest.expires:
+            logger.warning(
+                "manifest %s expired at %s and no newer one was accepted; %s",
+                manifest.version,
+                format_timestamp(manifest.expires),
+                "pins are NOT enforced (on_expiry=ca-only)"
+                if self.on_expiry == "ca-only"
+                else "its pins stay enforced (on_expiry=fail-closed)",
+            )
+
     def _refresh_locked(self, old: _Snapshot) -> RefreshResult:
         now = effective_time(self._clock(), old.time_floor)
-        mirror_index, response = self._fetch_manifest(old)
+        try:
+            mirror_index, response = self._fetch_manifest(old)
+        except FetchError:
+            self._warn_if_expired(old.manifest.manifest if old.manifest else None, now)
+            raise
+        if old.manifest is not None and now >= old.manifest.manifest.expires:
+            mirror_index, response = self._fresher_elsewhere(old, mirror_index, response)
         mirror = self.mirrors[mirror_index]
 
         def result(
@@ -378,15 +417,7 @@ class PinClient:
         ) -> RefreshResult:
             manifest = snapshot.manifest.manifest if snapshot.manifest else None
             expired = manifest is not None and now >= manifest.expires
-            if expired and manifest is not None:
-                logger.warning(
-                    "manifest %s expired at %s and no newer one was served; %s",
-                    manifest.version,
-                    format_timestamp(manifest.expires),
-                    "pins are NOT enforced (on_expiry=ca-only)"
-                    if self.on_expiry == "ca-only"
-                    else "its pins stay enforced (on_expiry=fail-closed)",
-                )
+            self._warn_if_expired(manifest, now)
             return RefreshResult(
                 updated=updated,
                 root_version=snapshot.root_version,
@@ -421,6 +452,10 @@ class PinClient:
                 e.message,
                 old.manifest_version,
             )
+            self._warn_if_expired(old.manifest.manifest if old.manifest else None, now)
+            raise
+        except FetchError:  # during a root walk
+            self._warn_if_expired(old.manifest.manifest if old.manifest else None, now)
             raise
         verified = trusted.manifest
         if verified is None:  # update_manifest sets it or raises
@@ -428,7 +463,16 @@ class PinClient:
         same_payload = (
             old.manifest is not None and verified.payload_sha256 == old.manifest.payload_sha256
         )
-        keep = old.manifest if same_payload and old.manifest is not None else verified
+        # The same payload again: keep the envelope already held (its bytes are what
+        # the stored ETags describe) unless the trusted root moved, because the held
+        # envelope's signatures need not meet the new root's publisher role, and the
+        # state must reload.
+        root_moved = len(trusted.roots) != len(old.roots)
+        keep = (
+            old.manifest
+            if same_payload and old.manifest is not None and not root_moved
+            else verified
+        )
         new_floor = advance_time_floor(old.time_floor, verified.manifest, now, self.skew)
         etags = {mirror: response.etag} if response.etag else {}
         if same_payload:
@@ -456,13 +500,13 @@ class PinClient:
 
     def _persist(self, snapshot: _Snapshot, etags: dict[str, str]) -> None:
         """Write durably, then swap: the order SPEC section 6 rule 6 requires."""
-        floor = snapshot.time_floor
         final = _Snapshot(
             roots=snapshot.roots,
             manifest=snapshot.manifest,
             etags=etags,
-            # Whole seconds, as the file stores it: memory holds what a reload would give.
-            time_floor=floor.replace(microsecond=0) if floor is not None else None,
+            # Whole seconds and bounded as a load bounds it: memory holds what a reload
+            # of the file would give.
+            time_floor=_bounded_floor(snapshot.time_floor, snapshot.manifest),
         )
         written = self._state_dir.write(final.to_stored())
         self._state_digest = hashlib.sha256(written).digest()
@@ -504,6 +548,45 @@ class PinClient:
                 raise
             trusted.update_root(response.body)
             logger.info("walked to root %s", trusted.root.version)
+
+    def _fresher_elsewhere(
+        self, old: _Snapshot, index: int, response: FetchResponse
+    ) -> tuple[int, FetchResponse]:
+        """The held manifest has expired and mirror ``index`` offers nothing newer (304
+        or the same bytes): ask the other mirrors, in order, before settling for that.
+        Otherwise one stale mirror listed first would keep the pins lapsed (ca-only)
+        for as long as it liked while another mirror holds a fresh manifest. What
+        another mirror delivers is verified like any answer."""
+
+        def nothing_new(answer: FetchResponse) -> bool:
+            return answer.not_modified or (
+                old.manifest is not None and answer.body == old.manifest.raw
+            )
+
+        if not nothing_new(response):
+            return index, response
+        count = len(self.mirrors)
+        for other in [*range(index + 1, count), *range(index)]:
+            mirror = self.mirrors[other]
+            try:
+                candidate = self._fetcher.fetch(
+                    mirror + MANIFEST_PATH,
+                    etag=old.etags.get(mirror),
+                    max_bytes=MAX_ENVELOPE_BYTES,
+                )
+            except FetchError as e:
+                logger.warning("mirror %s failed (%s)", mirror, e.message)
+                continue
+            if not nothing_new(candidate):
+                logger.warning(
+                    "mirror %s offers nothing newer than the expired manifest %s; using"
+                    " %s, which does",
+                    self.mirrors[index],
+                    old.manifest_version,
+                    mirror,
+                )
+                return other, candidate
+        return index, response
 
     def _fetch_manifest(self, old: _Snapshot) -> tuple[int, FetchResponse]:
         return self._fetch(MANIFEST_PATH, etag=old.etags, first=0)

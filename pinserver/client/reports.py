@@ -16,13 +16,14 @@ from typing import Any
 
 import requests
 
-from pinserver.client.fetcher import USER_AGENT
+from pinserver.client.fetcher import USER_AGENT, send_without_redirects
 from pinserver.documents import format_timestamp
 
 logger = logging.getLogger(__name__)
 
 REPORT_INTERVAL = timedelta(hours=1)
 REPORT_TIMEOUT = 10.0
+MAX_REPORTS_IN_FLIGHT = 8
 
 
 def build_report(
@@ -75,6 +76,15 @@ class Reporter:
             last = self._sent.get(key)
             if last is not None and now - last < self._interval:
                 return False
+            self._threads = [t for t in self._threads if t.is_alive()]
+            if len(self._threads) >= MAX_REPORTS_IN_FLIGHT:
+                # A stalled report endpoint must not pile up threads without end.
+                logger.warning(
+                    "%d pin reports still in flight; report for %s dropped",
+                    len(self._threads),
+                    host,
+                )
+                return False
             self._sent[key] = now
             for stale in [k for k, t in self._sent.items() if now - t >= self._interval]:
                 del self._sent[stale]
@@ -82,7 +92,6 @@ class Reporter:
             thread = threading.Thread(
                 target=self._post, args=(report_uri, body), name="pinserver-report", daemon=True
             )
-            self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
         thread.start()
         return True
@@ -90,7 +99,12 @@ class Reporter:
     def _post(self, report_uri: str, body: dict[str, Any]) -> None:
         try:
             with requests.Session() as session:
-                response = session.post(
+                # Only the status is wanted: the answer's body is never read and
+                # redirects are not followed (a hostile endpoint could otherwise
+                # stream into memory or bounce the report elsewhere).
+                response = send_without_redirects(
+                    session,
+                    "POST",
                     report_uri,
                     json=body,
                     timeout=self._timeout,

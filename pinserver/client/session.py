@@ -1,5 +1,8 @@
 """A ``requests.Session`` that checks pins on every new TLS connection.
 
+Plain ``http://`` to a host with ``enforce`` pins is refused before anything is
+sent (:meth:`PinChecker.check_plaintext`), as HSTS would.
+
 The check sits in the urllib3 connection's ``connect()``, right after the TLS
 handshake (with normal CA and hostname validation) and before any request byte
 is written: on a mismatch in ``enforce`` mode the socket is closed and
@@ -22,6 +25,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -88,6 +92,25 @@ class PinChecker:
             observed=observed,
         )
 
+    def check_plaintext(self, host: str, port: int) -> None:
+        """Plain http to a host with ``enforce`` pins is refused before anything is
+        sent: the pins say the host is reached over TLS with these keys, and plain
+        http (a typo, or a redirect from elsewhere) would skip them and carry any
+        cookies in clear. ``report`` pin sets let it through with a warning (there is
+        no chain to report)."""
+        host = host.lower().rstrip(".")
+        pinset = self._pins_for(host)
+        if pinset is None:
+            return
+        if pinset.mode == "report":
+            logger.warning("plain http to %s:%s, which has report-mode pins", host, port)
+            return
+        raise PinMismatchError(
+            f"plain http to {host}:{port} refused: the host has enforced pins, use https",
+            host=host,
+            observed=(),
+        )
+
 
 class _PinCheckingConnection:
     """Mixed in front of urllib3's HTTPS connection class: checks after the handshake."""
@@ -126,6 +149,12 @@ class PinnedHTTPAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         self._install(self.poolmanager)
 
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        url = urlsplit(request.url or "")
+        if url.scheme == "http" and url.hostname:
+            self._checker.check_plaintext(url.hostname, url.port or 80)
+        return super().send(request, *args, **kwargs)
+
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> PoolManager:
         manager: PoolManager = super().proxy_manager_for(proxy, **proxy_kwargs)
         self._install(manager)
@@ -144,5 +173,7 @@ class PinnedHTTPAdapter(HTTPAdapter):
 def pinned_session(checker: PinChecker) -> requests.Session:
     """A requests.Session whose HTTPS connections pass through ``checker``."""
     session = requests.Session()
-    session.mount("https://", PinnedHTTPAdapter(checker))
+    adapter = PinnedHTTPAdapter(checker)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
     return session

@@ -81,8 +81,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.from_mapping(_env_settings())
     if config:
         app.config.from_mapping(config)
-    # Werkzeug refuses larger bodies with 413 before a view reads them.
-    app.config["MAX_CONTENT_LENGTH"] = MAX_ENVELOPE_BYTES
+    # Werkzeug refuses a larger Content-Length with 413 before a view reads the body. One
+    # byte over the cap, so that a chunked body (no Content-Length) read to this limit
+    # shows it went past the cap (the view answers 413; see api._read_body).
+    app.config["MAX_CONTENT_LENGTH"] = MAX_ENVELOPE_BYTES + 1
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     data_dir = Path(app.config["DATA_DIR"])

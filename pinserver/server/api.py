@@ -14,13 +14,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
+from flask.blueprints import BlueprintSetupState
+from werkzeug.routing import IntegerConverter
 
 from pinserver.documents import MAX_VERSION, Root, format_timestamp
 from pinserver.envelope import MAX_ENVELOPE_BYTES, Envelope
 from pinserver.errors import PinserverError
 from pinserver.server.errors import ApiError
 from pinserver.server.hotpath import LATEST_CACHE_CONTROL, etag_for
-from pinserver.server.reports import MAX_REPORT_BYTES, canonical_report, parse_report
+from pinserver.server.reports import (
+    MAX_REPORT_BYTES,
+    canonical_report,
+    parse_report,
+    rate_limit_key,
+)
 from pinserver.server.state import ServerState
 from pinserver.store.base import NotInitialisedError, StoredManifest, StoredRoot
 from pinserver.trust import (
@@ -29,10 +36,26 @@ from pinserver.trust import (
     VerifiedRoot,
     verify_manifest_signatures,
     verify_publication,
+    verify_root_fresh,
     verify_root_rotation,
 )
 
 bp = Blueprint("api", __name__)
+
+
+class VersionConverter(IntegerConverter):
+    """A version in a path: ASCII digits, no leading zero. Werkzeug's ``int`` matches
+    any Unicode digit and leading zeros, so ``/v1/manifests/\uff11.json`` and ``01.json``
+    were further URLs for manifest 1 that the static export does not have."""
+
+    regex = r"0|[1-9][0-9]*"
+
+
+@bp.record_once
+def _add_version_converter(state: BlueprintSetupState) -> None:
+    # Runs before any route of ``bp`` is bound: the rules below name this converter.
+    state.app.url_map.converters.setdefault("version", VersionConverter)
+
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 # A missing root N+1 is how clients learn the walk is over; it may appear at any time.
@@ -103,10 +126,27 @@ def _require_json(limit: int) -> bytes:
             "unsupported_media_type",
             f"send the body as application/json (got {mimetype or 'no content type'!r})",
         )
-    body = request.get_data(cache=False)
+    body = _read_body(limit)
     if len(body) > limit:
         raise ApiError(413, "too_large", f"the body is over the cap of {limit} bytes")
     return body
+
+
+def _read_body(limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of the body: one byte more than the cap tells a body
+    over it from one exactly at it. A chunked body has no Content-Length to refuse up
+    front, and Werkzeug stops reading it at ``MAX_CONTENT_LENGTH`` (``limit + 1`` for
+    envelopes) without an error, so the length read is what decides."""
+    stream = request.stream
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = stream.read(limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _client_address() -> str:
@@ -157,7 +197,7 @@ def healthz() -> Response:
     )
 
 
-@bp.get("/v1/roots/<int:version>.json")
+@bp.get("/v1/roots/<version:version>.json")
 def get_root(version: int) -> Response:
     stored = _state().store.get_root(version) if version <= MAX_VERSION else None
     if stored is None:
@@ -188,7 +228,7 @@ def get_latest_manifest() -> Response:
     return response
 
 
-@bp.get("/v1/manifests/<int:version>.json")
+@bp.get("/v1/manifests/<version:version>.json")
 def get_manifest(version: int) -> Response:
     # Beyond MAX_VERSION there is nothing to find (and SQLite integers stop at 2^63).
     stored = _state().store.get_manifest(version) if version <= MAX_VERSION else None
@@ -279,7 +319,11 @@ def rotate_root() -> Response:
     now = _now()
 
     def verify(current: StoredRoot) -> VerifiedRoot:
-        return verify_root_rotation(_root_of(current), body)
+        verified = verify_root_rotation(_root_of(current), body)
+        # An already-expired root would become the final root of every walk: no manifest
+        # could be accepted under it, and roots are append-only (422 root_expired).
+        verify_root_fresh(verified.root, now)
+        return verified
 
     stored = state.store.rotate_root(verify, now=now, source=_client_address())
     state.after_change()
@@ -299,7 +343,7 @@ def post_report() -> Response:
     state = _state()
     body = _require_json(MAX_REPORT_BYTES)
     address = _client_address()
-    if not state.report_limiter.allow(address):
+    if not state.report_limiter.allow(rate_limit_key(address)):
         raise ApiError(
             429,
             "rate_limited",

@@ -7,7 +7,8 @@ A report is a JSON object, every field required, nothing else allowed::
      "manifest_version": 7 | null, "mode": "enforce" | "report",
      "time": "2026-12-03T12:00:00Z"}
 
-Rate limit: a token bucket per client address, per worker process (no shared state
+Rate limit: a token bucket per client address (an IPv6 client's /64, see
+:func:`rate_limit_key`), per worker process (no shared state
 and no database write for a refused report). With W workers an address can get at
 most W times the burst through in a burst, then ``REPORT_RATE_PER_HOUR`` per worker;
 that bounds what a flood can write, which is the point.
@@ -15,6 +16,7 @@ that bounds what a flood can write, which is the point.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict
@@ -62,6 +64,22 @@ def parse_report(data: bytes) -> dict[str, Any]:
         error.status = 400
         raise error from e
     return obj
+
+
+def rate_limit_key(address: str) -> str:
+    """The bucket a client address draws from: an IPv4 address itself, an IPv6 address
+    its /64. One host or site usually holds a whole /64 (SLAAC, privacy addresses), so
+    keyed per IPv6 address it could send reports without limit by changing the low bits.
+    A v4-mapped IPv6 address is the IPv4 client; anything unparsable is its own key."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def canonical_report(report: dict[str, Any]) -> bytes:

@@ -7,6 +7,7 @@ default and ``postgres`` serves several replicas. :func:`open_store` picks one.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from pinserver.errors import PinserverError, StoreError
@@ -20,7 +21,32 @@ from pinserver.trust import (
 
 DEFAULT_DATA_DIR = "./pinserver-data"
 
-__all__ = ["DEFAULT_DATA_DIR", "NotInitialisedError", "Store", "check_store", "open_store"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DatabaseUrlError",
+    "NotInitialisedError",
+    "Store",
+    "check_store",
+    "open_store",
+    "redact_database_url",
+]
+
+
+class DatabaseUrlError(StoreError, ValueError):
+    """``PINSERVER_DATABASE_URL`` (``--database-url``) is not a PostgreSQL URL."""
+
+    code = "invalid_database_url"
+
+
+_URL_PASSWORD = re.compile(r"(//[^/:@]*):[^/]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)(password=)[^&]*")
+
+
+def redact_database_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and logs: a database
+    URL is a secret as soon as it carries one (``postgresql://user:PASSWORD@host/db``,
+    or ``?password=``), mistyped scheme or not."""
+    return _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", url))
 
 
 def open_store(
@@ -39,8 +65,10 @@ def open_store(
         database_url = os.environ.get("PINSERVER_DATABASE_URL") or None
     if database_url:
         if not database_url.startswith(("postgresql://", "postgres://")):
-            raise ValueError(
-                f"PINSERVER_DATABASE_URL must be a postgresql:// URL, not {database_url!r}"
+            raise DatabaseUrlError(
+                "PINSERVER_DATABASE_URL must be a postgresql:// URL, not"
+                f" {redact_database_url(database_url)!r}; fix the setting (or unset it to"
+                " use the SQLite store in the data directory)"
             )
         # Imported lazily: psycopg is an optional dependency (the ``postgres`` extra).
         from pinserver.store.postgres import PostgresStore  # noqa: PLC0415
