@@ -21,12 +21,13 @@ COPY --from=build /venv /venv
 ENV PATH=/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PINSERVER_DATA=/data
+    PINSERVER_DATA=/data \
+    PINSERVER_HEALTH_URL=http://127.0.0.1:8080/healthz
 USER 10001:10001
 WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4).status == 200 else 1)"]
+  CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(os.environ['PINSERVER_HEALTH_URL'], timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["pinserver"]
 CMD ["serve", "--data", "/data", "--bind", "0.0.0.0:8080"]

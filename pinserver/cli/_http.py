@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 import requests
 
 from pinserver import errors
 from pinserver.envelope import MAX_ENVELOPE_BYTES
+
+_LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 DEFAULT_TIMEOUT = 30.0
 MAX_JSON_BYTES = 64 * MAX_ENVELOPE_BYTES
@@ -99,6 +102,13 @@ class ServerClient:
         self._session.headers["User-Agent"] = "pinserver-cli"
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
+            host = urlsplit(self.base_url).hostname or ""
+            if self.base_url.startswith("http://") and host not in _LOOPBACK:
+                click.echo(
+                    f"warning: sending the bearer token to {self.base_url} in clear text;"
+                    " use https:// (signatures protect the documents, not the token)",
+                    err=True,
+                )
 
     def close(self) -> None:
         self._session.close()

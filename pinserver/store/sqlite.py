@@ -127,11 +127,18 @@ class SQLiteStore:
             # SQLite writes the header before anything else, so an existing empty file
             # is a truncated store, not a new one: starting afresh would drop history.
             raise _corrupt(self.path, sqlite3.DatabaseError("the file is empty (truncated?)"))
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.data_dir.exists():
+            # The store holds client addresses (reports, publish events): not for
+            # every local user to read.
+            self.data_dir.mkdir(parents=True, mode=0o750)
+        new_store = not self.path.exists()
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._migrate()
+        if new_store:
+            for path in (self.path, *self.data_dir.glob(DATABASE_FILE + "-*")):
+                path.chmod(0o640)
 
     # --- connections and transactions ---------------------------------------------------
 
