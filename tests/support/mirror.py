@@ -16,58 +16,27 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.factory import Deployment
+from tests.support import _httpd
+from tests.support._httpd import ENDLESS, Seen, Status, Trickle, _Endless
 
+__all__ = ["ENDLESS", "Answer", "Mirror", "Seen", "Status", "Trickle"]
 
-@dataclass(frozen=True)
-class Status:
-    """Answer with this HTTP status and a JSON error body."""
-
-    code: int
-
-
-@dataclass(frozen=True)
-class Trickle:
-    """A body that never ends, one byte every ``interval`` seconds (a slow-loris mirror)."""
-
-    interval: float
-
-
-class _Endless:
-    """A body that never ends, sent as fast as the client reads it."""
-
-
-ENDLESS = _Endless()
 Answer = bytes | Status | Trickle | _Endless
 
 
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
 @dataclass
-class Mirror:
+class Mirror(_httpd.BackgroundServer):
+    _label = "mirror"
+
     files: dict[str, Answer] = field(default_factory=dict)
     send_etags: bool = True
     seen: list[Seen] = field(default_factory=list)
     posts: list[tuple[str, Any]] = field(default_factory=list)
     post_received: threading.Event = field(default_factory=threading.Event)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("mirror not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def serve_deployment(
         self, deployment: Deployment, *, manifest_version: int | None = None
@@ -82,15 +51,10 @@ class Mirror:
     def requests_for(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
 
-    def start(self) -> Mirror:
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         mirror = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(_httpd.QuietLogging, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 mirror.seen.append(Seen("GET", self.path, dict(self.headers.items())))
                 answer = mirror.files.get(self.path)
@@ -135,44 +99,8 @@ class Mirror:
                 self.wfile.write(body)
 
             def _never_ending(self, answer: Trickle | _Endless) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                chunk = b"{" if isinstance(answer, Trickle) else b" " * 65536
-                try:
-                    while not mirror._stop.is_set():
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                        if isinstance(answer, Trickle):
-                            mirror._stop.wait(answer.interval)
-                except OSError:
-                    pass  # the client hung up, as it should
+                _httpd.write_never_ending(
+                    self, mirror._stop, answer, trickle_chunk=b"{", endless_chunk=b" " * 65536
+                )
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # clients hanging up mid-answer is what these tests provoke
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> Mirror:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler

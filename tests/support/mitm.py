@@ -23,10 +23,24 @@ import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
 
 from pinserver.server.hotpath import etag_for
+from tests.support import _httpd
+from tests.support._httpd import ENDLESS, Seen, Status, Trickle, _Endless
+
+__all__ = [
+    "ENDLESS",
+    "Freeze",
+    "Hold",
+    "Mitm",
+    "Replace",
+    "Rule",
+    "Seen",
+    "Status",
+    "Transform",
+    "Trickle",
+]
 
 _FORWARDED_REQUEST_HEADERS = ("Content-Type", "If-None-Match", "Authorization", "Accept")
 _HOP_BY_HOP = frozenset(
@@ -57,61 +71,25 @@ class Transform:
 
 
 @dataclass(frozen=True)
-class Status:
-    """Answer with this HTTP status and a JSON error body."""
-
-    code: int
-
-
-@dataclass(frozen=True)
-class Trickle:
-    """Slow retrieval: a 200 whose body arrives one byte every ``interval`` seconds and
-    never ends."""
-
-    interval: float
-
-
-@dataclass(frozen=True)
-class _Endless:
-    """Endless data: a 200 without Content-Length whose body never ends, sent as fast
-    as the client reads."""
-
-
-@dataclass(frozen=True)
 class Hold:
     """Accept the connection and the request, then say nothing at all."""
 
 
-ENDLESS = _Endless()
 Rule = Replace | Freeze | Transform | Status | Trickle | _Endless | Hold
 
 
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
 @dataclass
-class Mitm:
+class Mitm(_httpd.BackgroundServer):
     """The attacker's server. ``rules`` maps a request path (no query) to a :data:`Rule`."""
+
+    _label = "MITM"
 
     upstream: str
     rules: dict[str, Rule] = field(default_factory=dict)
     captured: dict[str, bytes] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     _frozen: dict[str, bytes] = field(default_factory=dict)
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("MITM not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def requests_for(self, path: str) -> list[Seen]:
         return [s for s in self.seen if s.path == path]
@@ -137,15 +115,10 @@ class Mitm:
                 self.captured[urllib.parse.urlsplit(path).path] = data
         return status, kept, data
 
-    def start(self) -> Mitm:
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
         mitm = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(_httpd.QuietLogging, BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 self._handle("GET")
 
@@ -212,47 +185,11 @@ class Mitm:
                     self.wfile.write(body)
 
             def _never_ending(self, rule: Trickle | _Endless) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.close_connection = True
-                chunk = b"[" if isinstance(rule, Trickle) else b"[" * 65536
-                try:
-                    while not mitm._stop.is_set():
-                        self.wfile.write(chunk)
-                        self.wfile.flush()
-                        if isinstance(rule, Trickle):
-                            mitm._stop.wait(rule.interval)
-                except OSError:
-                    pass  # the client gave up, as it must
+                _httpd.write_never_ending(
+                    self, mitm._stop, rule, trickle_chunk=b"[", endless_chunk=b"[" * 65536
+                )
 
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass  # clients hanging up mid-answer is what these tests provoke
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> Mitm:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
 
 def _error(status: int) -> bytes:
