@@ -132,11 +132,16 @@ def verify_next_root(trusted: Root, data: bytes | Envelope) -> VerifiedRoot:
     return VerifiedRoot(root=new, envelope=envelope, raw=raw)
 
 
-def verify_root_rotation(current: Root, data: bytes) -> VerifiedRoot:
+def verify_root_rotation(current: Root, data: bytes, *, reference_time: datetime) -> VerifiedRoot:
     """The server's view of ``POST /v1/roots``: as ``verify_next_root``, but a version
-    other than current+1 is a conflict with the store (409), not an attack."""
+    other than current+1 is a conflict with the store (409), not an attack; and a root
+    already expired at ``reference_time`` is refused (422 ``root_expired``): it would
+    become the final root of every walk, under which no manifest can be accepted, and
+    roots are append-only."""
     try:
-        return verify_next_root(current, data)
+        verified = verify_next_root(current, data)
+        verify_root_fresh(verified.root, reference_time)
+        return verified
     except RollbackError as e:
         raise VersionConflictError(e.message, latest_version=current.version) from e
     except VerificationError as e:

@@ -36,7 +36,6 @@ from pinserver.trust import (
     VerifiedRoot,
     verify_manifest_signatures,
     verify_publication,
-    verify_root_fresh,
     verify_root_rotation,
 )
 
@@ -319,11 +318,7 @@ def rotate_root() -> Response:
     now = _now()
 
     def verify(current: StoredRoot) -> VerifiedRoot:
-        verified = verify_root_rotation(_root_of(current), body)
-        # An already-expired root would become the final root of every walk: no manifest
-        # could be accepted under it, and roots are append-only (422 root_expired).
-        verify_root_fresh(verified.root, now)
-        return verified
+        return verify_root_rotation(_root_of(current), body, reference_time=now)
 
     stored = state.store.rotate_root(verify, now=now, source=_client_address())
     state.after_change()

@@ -161,7 +161,9 @@ class History:
             rotated = self._root(2, self.bob)
             self.roots.append(rotated)
             store.rotate_root(
-                lambda current: verify_root_rotation(_root_of(current.envelope), rotated),
+                lambda current: verify_root_rotation(
+                    _root_of(current.envelope), rotated, reference_time=self.now
+                ),
                 now=self.now,
                 source="127.0.0.1",
             )

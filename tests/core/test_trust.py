@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from pinserver.documents import Root
 from pinserver.envelope import ROOT_TYPE, Envelope
 from pinserver.errors import (
     ExpiredError,
@@ -210,14 +211,26 @@ def test_expired_final_root_accepts_no_manifest(expires: object) -> None:
 
 def test_server_root_rotation_maps_version_errors_to_409() -> None:
     current = root_document(1, OLD, [PUBLISHER], root_threshold=2)
-    assert verify_root_rotation(current, make_root(2, OLD, OLD[:2])).version == 2
+    assert (
+        verify_root_rotation(current, make_root(2, OLD, OLD[:2]), reference_time=NOW).version == 2
+    )
     for offered in (make_root(3, OLD, OLD[:2]), make_root(1, OLD, OLD[:2])):
         with pytest.raises(VersionConflictError) as info:
-            verify_root_rotation(current, offered)
+            verify_root_rotation(current, offered, reference_time=NOW)
         assert info.value.status == 409
         assert info.value.latest_version == 1
     with pytest.raises(SignatureError):
-        verify_root_rotation(current, make_root(2, NEW, NEW))
+        verify_root_rotation(current, make_root(2, NEW, NEW), reference_time=NOW)
+
+
+def test_server_root_rotation_refuses_a_root_that_has_already_expired() -> None:
+    current = root_document(1, OLD, [PUBLISHER], root_threshold=2)
+    offered = make_root(2, OLD, OLD[:2])
+    expires = Root.from_bytes(Envelope.from_bytes(offered).payload).expires
+    assert verify_root_rotation(current, offered, reference_time=expires - SECOND).version == 2
+    with pytest.raises(ExpiredError) as info:
+        verify_root_rotation(current, offered, reference_time=expires)
+    assert (info.value.code, info.value.status) == ("root_expired", 422)
 
 
 # --- manifest acceptance ----------------------------------------------------------------

@@ -150,12 +150,17 @@ def test_root_rotation_appends_and_checks_the_version(store: Store) -> None:
     initialised(store, d)
     new_root = d.rotate_root()
     stored = store.rotate_root(
-        lambda current: verify_root_rotation(_root(current), new_root), now=NOW, source="admin"
+        lambda current: verify_root_rotation(_root(current), new_root, reference_time=NOW),
+        now=NOW,
+        source="admin",
     )
     assert stored.version == 2
     assert [r.envelope for r in store.roots()] == d.roots
     with pytest.raises(VersionConflictError):
-        store.rotate_root(lambda current: verify_root_rotation(_root(current), new_root), now=NOW)
+        store.rotate_root(
+            lambda current: verify_root_rotation(_root(current), new_root, reference_time=NOW),
+            now=NOW,
+        )
     assert store.head().root_version == 2
 
 
@@ -164,7 +169,9 @@ def test_manifests_after_rotation_name_the_new_root(store: Store) -> None:
     initialised(store, d)
     store.publish_manifest(publisher(d.publish()), now=NOW)
     rotated = d.rotate_publisher()
-    store.rotate_root(lambda current: verify_root_rotation(_root(current), rotated), now=NOW)
+    store.rotate_root(
+        lambda current: verify_root_rotation(_root(current), rotated, reference_time=NOW), now=NOW
+    )
     stored = store.publish_manifest(publisher(d.publish()), now=NOW)
     assert (stored.version, stored.root_version) == (2, 2)
 

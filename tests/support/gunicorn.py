@@ -189,7 +189,9 @@ def init_store(
             return
         for raw in deployment.roots[1:]:
             store.rotate_root(
-                lambda current, raw=raw: verify_root_rotation(_root_of(current.envelope), raw),
+                lambda current, raw=raw: verify_root_rotation(
+                    _root_of(current.envelope), raw, reference_time=now
+                ),
                 now=now,
             )
         for raw in deployment.manifests:
